@@ -1,0 +1,38 @@
+"""tinydnabert: pretrain a DNA language model from a reference genome, end to end."""
+from setuptools import find_packages, setup
+
+setup(
+    name="tinydnabert",
+    version="0.1.0",
+    description="An open, fast, from-scratch training system for genomic language models "
+    "(FASTA -> BPE -> WebDataset shards -> DeepSpeed MLM pretraining -> NT benchmark).",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tinydnabert", "tinydnabert.*"]),
+    package_data={"tinydnabert": ["data/*.csv", "data/*.md"]},
+    install_requires=[
+        # torch: install the build for your machine FIRST (README step 1). An unpinned
+        # `torch` here would let pip pull a multi-GB CUDA wheel onto a CPU-only box.
+        "torch>=2.1",
+        "deepspeed>=0.14",
+        "transformers>=4.40",
+        "tokenizers>=0.19",
+        "safetensors>=0.4",
+        "webdataset>=0.2.86",
+        "pysam>=0.22",
+        "numpy>=1.24",
+        "scikit-learn>=1.3",
+        "tensorboard>=2.14",
+        "matplotlib>=3.7",
+        "tqdm>=4.65",
+    ],
+    extras_require={
+        # `datasets` is only needed to pull the NT tasks from the Hugging Face hub.
+        "hub": ["datasets>=2.14"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "datasets>=2.14", "accelerate>=0.26"],
+        # The HF Trainer baseline of benchmarks/throughput.py needs accelerate.
+        "bench": ["accelerate>=0.26"],
+    },
+    entry_points={"console_scripts": ["tinydnabert=tinydnabert.cli:main"]},
+)

@@ -1,0 +1,69 @@
+"""The `tinydnabert` command: one subcommand per stage.
+
+Only the chosen stage's module is imported, so `tinydnabert preprocess --help` does not pay for
+importing torch/DeepSpeed. Every stage module exposes:
+
+    add_arguments(parser: argparse.ArgumentParser) -> None
+    main(args: argparse.Namespace) -> int          # exit status
+
+An `InputError` anywhere is printed as `error: ...` and exits 2, with no traceback: it is the
+user's input that is wrong, and the message says which file and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .common import InputError, eprint
+
+# name -> (module, one-line help). Order is the order of the pipeline.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "download": ("tinydnabert.download", "fetch a reference genome (GRCh38.p14, hg38 chromosomes)"),
+    "preprocess": ("tinydnabert.preprocess", "FASTA -> BPE tokenizer + WebDataset shards + manifest"),
+    "export": ("tinydnabert.export", "turn a pretraining checkpoint into a plain Hugging Face directory"),
+    "finetune": ("tinydnabert.finetune", "fine-tune a pretrained (or scratch) model on an NT task, report MCC"),
+    "plot": ("tinydnabert.plots", "draw loss / learning rate / throughput from a run's TensorBoard logs"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tinydnabert",
+        description="Pretrain a DNA language model: genome FASTA -> tokenizer and shards -> "
+        "DeepSpeed MLM pretraining (launch/pretrain.py) -> export -> NT fine-tuning.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {n:<11} {h}" for n, (_, h) in COMMANDS.items())
+        + "\n\nPretraining runs under the DeepSpeed launcher:\n"
+        "  deepspeed launch/pretrain.py --deepspeed_config ds_configs/zero1.json --data DIR --out RUN\n"
+        "Run `tinydnabert COMMAND --help` for a command's options.",
+    )
+    p.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _top_parser().parse_args(argv[:1] or ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"tinydnabert {name}", description=help_text,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.main(args) or 0)
+    except InputError as e:
+        eprint(f"error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        eprint("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""One validated dataclass per stage, turned into command-line flags and back, and saved as JSON.
+
+A stage declares its settings once:
+
+    @dataclass
+    class PreprocessConfig:
+        fasta: list[str] = field(default_factory=list, metadata={"help": "input FASTA files"})
+        min_len: int = field(default=256, metadata={"help": "shortest segment, bp"})
+        def __post_init__(self): ...   # reject bad combinations with a message that says what to do
+
+and gets `--fasta A B --min-len 256` flags from `add_dataclass_args`, a config from
+`dataclass_from_args`, and a `config.json` next to its output from `config_to_dict`.
+Validation errors raised in __post_init__ should be `InputError` (the CLI prints them and exits 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """Add one flag per dataclass field, typed from its annotation, with its metadata help."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init or f.metadata.get("cli") is False:
+            continue
+        tp = hints[f.name]
+        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        kwargs: dict[str, Any] = {"dest": f.name, "help": f"{help_text} (default: {default})"}
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin is typing.Union and type(None) in args:  # Optional[X]
+            tp = next(a for a in args if a is not type(None))
+            origin, args = typing.get_origin(tp), typing.get_args(tp)
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["default"] = default
+        elif origin in (list, tuple):
+            kwargs["nargs"] = "+"
+            kwargs["type"] = args[0] if args and args[0] is not Ellipsis else str
+            kwargs["default"] = default
+        else:
+            kwargs["type"] = tp
+            kwargs["default"] = default
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        if required:
+            kwargs["required"] = True
+        parser.add_argument(_flag(f.name), **kwargs)
+
+
+def dataclass_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """Build the stage config from parsed flags (runs its __post_init__ validation)."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values.update(overrides)
+    for f in dataclasses.fields(cls):
+        if f.name in values and isinstance(values[f.name], list) and _is_tuple(cls, f.name):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+def _is_tuple(cls: type, name: str) -> bool:
+    return typing.get_origin(typing.get_type_hints(cls)[name]) is tuple
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (possibly nested) config dataclass."""
+    return dataclasses.asdict(cfg)
