@@ -34,3 +34,17 @@ def genome_dir(real_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def benchmark_dir(real_data: Path) -> Path:
     return real_data / "benchmark"
+
+
+@pytest.fixture(scope="session")
+def hg38_shards(tmp_path_factory, genome_dir: Path) -> Path:
+    """Shards + tokenizer made by the real preprocessing stage from the real soft-masked hg38 slice
+    (2.3 Mbp non-N): a small vocab and small shards, so that 2 ranks x 2 workers all get shards."""
+    from tinydnabert.preprocess import PreprocessConfig, run_preprocess
+
+    out = tmp_path_factory.mktemp("hg38") / "shards"
+    run_preprocess(PreprocessConfig(
+        fasta=[str(genome_dir / "hg38_chr2_1-2333275.fa.gz")], out=str(out),
+        vocab_size=256, min_frequency=2, samples_per_shard=256, val_fraction=0.05, seed=0, workers=2,
+    ))
+    return out
