@@ -1,0 +1,355 @@
+"""tinydnabert.data: packing, masking, rank/worker splits, fixed validation, exact resume, bad shards.
+
+Synthetic shards (random ids, written per formats.py with webdataset.TarWriter) give full control of
+the edge cases; the real hg38 shards made by the preprocessing stage check the same on real data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from tinydnabert import formats
+from tinydnabert.common import InputError
+from tinydnabert.data import (
+    BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_SPECIAL, DataConfig, build_train_loader, build_val_loader,
+    check_tokenizer, mask_tokens, pack_rows, read_shard, reader_shards, rows_in_shard,
+)
+
+VOCAB = 64
+L = 64  # short rows keep the synthetic tests fast; the real-data tests use the default 512
+
+
+# --------------------------------------------------------------------------- synthetic shards
+
+def write_dataset(out: Path, shards: dict[str, list[list[np.ndarray]]], vocab_size: int = VOCAB) -> Path:
+    """A shards directory per formats.py: tokenizer/tokenizer.json, SPLIT/shard-*.tar, manifest.json."""
+    (out / formats.TOKENIZER_DIR).mkdir(parents=True)
+    tok = out / formats.TOKENIZER_DIR / formats.TOKENIZER_FILE
+    tok.write_text(json.dumps({"model": {"type": "BPE"}, "vocab_size": vocab_size}))
+    splits = {}
+    for split, split_shards in shards.items():
+        (out / split).mkdir()
+        entries = []
+        for i, samples in enumerate(split_shards):
+            name = formats.shard_name(i)
+            with wds.TarWriter(str(out / split / name)) as w:
+                for j, ids in enumerate(samples):
+                    key = formats.sample_key("chrS", 1000 * (i * 1000 + j), 1000 * (i * 1000 + j) + 500, "+")
+                    w.write({"__key__": key, formats.IDS_MEMBER: formats.encode_ids(ids),
+                             formats.META_MEMBER: {"record": "chrS", "start": 0, "end": 500, "strand": "+"}})
+            entries.append({"name": name, "samples": len(samples), "bases": 0,
+                            "tokens": int(sum(len(a) for a in samples))})
+        splits[split] = {"samples": sum(e["samples"] for e in entries), "shards": entries}
+    manifest = {"format": formats.FORMAT_VERSION, "config": {"samples_per_shard": 40},
+                "tokenizer": {"sha256": formats.tokenizer_fingerprint(out / formats.TOKENIZER_DIR),
+                              "vocab_size": vocab_size,
+                              "special_tokens": {t: i for i, t in enumerate(formats.SPECIAL_TOKENS)}},
+                "splits": splits}
+    (out / formats.MANIFEST).write_text(json.dumps(manifest))
+    return out
+
+
+def random_shards(rng: np.random.Generator, n_shards: int, samples: int | list[int]) -> list[list[np.ndarray]]:
+    counts = [samples] * n_shards if isinstance(samples, int) else samples
+    return [[rng.integers(NUM_SPECIAL, VOCAB, size=int(rng.integers(15, 60))).astype(np.uint16)
+             for _ in range(c)] for c in counts]
+
+
+@pytest.fixture
+def synth(tmp_path: Path) -> Path:
+    """8 train shards of uneven size (the last one small, as preprocessing leaves it) + 2 val shards."""
+    rng = np.random.default_rng(1)
+    return write_dataset(tmp_path / "shards", {"train": random_shards(rng, 8, [40] * 7 + [13]),
+                                                "val": random_shards(rng, 2, 40)})
+
+
+def cfg(**kw) -> DataConfig:
+    return DataConfig(**{"seq_len": L, "num_workers": 0, **kw})
+
+
+def take(loader, n: int) -> list[dict[str, torch.Tensor]]:
+    it = iter(loader)
+    return [next(it) for _ in range(n)]
+
+
+def original_tokens(batch: dict[str, torch.Tensor]) -> np.ndarray:
+    """The unmasked tokens of a batch: labels where a token was chosen, the input elsewhere."""
+    ids, labels = batch["input_ids"].numpy(), batch["labels"].numpy()
+    return np.where(labels != IGNORE_INDEX, labels, ids)
+
+
+def segments(tokens: np.ndarray) -> list[tuple[int, ...]]:
+    """The complete <s> ... </s> segments in rows of tokens."""
+    out = []
+    for row in tokens:
+        bos = np.flatnonzero(row == BOS_ID)
+        for b in bos:
+            e = np.flatnonzero(row[b:] == EOS_ID)
+            if len(e):
+                out.append(tuple(row[b + 1: b + e[0]].tolist()))
+    return out
+
+
+def same_batches(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(
+        torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in ("input_ids", "labels", "attention_mask"))
+
+
+# --------------------------------------------------------------------------- packing and masking
+
+def test_config_validation():
+    with pytest.raises(InputError, match="mlm-probability"):
+        DataConfig(mlm_probability=1.5)
+    with pytest.raises(InputError, match="exceed 1"):
+        DataConfig(mask_replace_prob=0.9, random_replace_prob=0.2)
+    with pytest.raises(InputError, match="num-workers"):
+        DataConfig(num_workers=-1)
+
+
+def test_pack_rows_are_full_and_reconstruct_the_samples():
+    rng = np.random.default_rng(0)
+    samples = [rng.integers(5, 300, size=n).astype(np.uint16) for n in rng.integers(60, 236, size=50)]
+    rows = pack_rows(samples, 512)
+    stream = np.concatenate([np.concatenate([[BOS_ID], s, [EOS_ID]]) for s in samples])
+    assert rows.dtype == np.int64 and rows.shape == (rows_in_shard(50, sum(map(len, samples)), 512), 512)
+    assert len(stream) - rows.size < 512  # only the partial last row is dropped
+    assert np.array_equal(rows.ravel(), stream[: rows.size])
+
+
+def test_masking_rates_and_specials():
+    rng = np.random.default_rng(0)
+    vocab = 1024
+    rows = rng.integers(NUM_SPECIAL, vocab, size=(400, 512))
+    rows[:, ::50] = BOS_ID  # specials sprinkled in: never chosen
+    rows[:, 7::50] = EOS_ID
+    rows[:, 9::97] = 3  # <unk>
+    ids, labels = mask_tokens(rows, np.random.default_rng(1), vocab, DataConfig())
+    special = rows < NUM_SPECIAL
+    chosen = labels != IGNORE_INDEX
+    assert not (chosen & special).any()
+    assert np.array_equal(labels[chosen], rows[chosen])
+    assert np.array_equal(ids[~chosen], rows[~chosen])  # unchosen tokens are untouched
+    n = (~special).sum()  # ~190k: binomial sd of the 15% rate is ~0.0008
+    assert abs(chosen.sum() / n - 0.15) < 0.004
+    masked = chosen & (ids == MASK_ID)
+    kept = chosen & (ids == rows)
+    randomized = chosen & ~masked & ~kept
+    k = chosen.sum()
+    assert abs(masked.sum() / k - 0.8) < 0.01
+    assert abs(randomized.sum() / k - 0.1) < 0.01  # (a random draw equal to the token counts as kept)
+    assert abs(kept.sum() / k - 0.1) < 0.01
+    assert (ids[randomized] >= NUM_SPECIAL).all() and (ids[randomized] < vocab).all()
+    assert ids.dtype == labels.dtype == np.int64
+
+
+# --------------------------------------------------------------------------- train stream
+
+def test_rows_reconstruct_shards_in_order(synth):
+    """Unshuffled, 1 rank, 1 reader: the stream is every shard's rows, in name order, full."""
+    loader = build_train_loader(synth, cfg(shuffle=False), micro_batch_size=4)
+    per_shard = [pack_rows(read_shard(p)[1], L) for p in formats.shard_paths(synth, "train")]
+    expect = np.concatenate(per_shard)
+    n = len(expect) // 4
+    got = np.concatenate([original_tokens(b) for b in take(loader, n)])
+    assert np.array_equal(got, expect[: n * 4])
+    assert loader.batches_consumed == n
+
+
+def test_ranks_and_workers_read_disjoint_shards(synth):
+    for epoch in range(3):
+        readers = [reader_shards(8, 0, epoch, True, r, 2, w, 2) for r in range(2) for w in range(2)]
+        flat = [s for rd in readers for s in rd]
+        assert sorted(flat) == list(range(8)), readers
+    # and in the batches themselves: the segments rank 0 and rank 1 see in epoch 0 come from
+    # different shards.
+    owner = {tuple(a.tolist()): i for i, p in enumerate(formats.shard_paths(synth, "train"))
+             for a in read_shard(p)[1]}
+    seen = []
+    for r in range(2):
+        loader = build_train_loader(synth, cfg(num_workers=2), micro_batch_size=2, rank=r, world_size=2)
+        toks = np.concatenate([original_tokens(b) for b in take(loader, 10)])  # < one epoch per rank
+        seen.append({owner[s] for s in segments(toks) if s in owner})
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+
+
+def test_every_rank_always_has_a_next_batch(synth):
+    """Ranks hold different numbers of rows (uneven shards), yet both keep producing batches past
+    several epochs: the trainer decides the number of steps, so no rank runs dry and hangs DDP."""
+    for r in range(2):
+        loader = build_train_loader(synth, cfg(), micro_batch_size=8, rank=r, world_size=2)
+        per_epoch = loader.rows_per_epoch() // 2 // 8
+        batches = take(loader, 3 * per_epoch + 5)
+        assert all(b["input_ids"].shape == (8, L) for b in batches)
+        assert all(bool((b["attention_mask"] == 1).all()) for b in batches)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_gives_the_same_batches(synth, num_workers):
+    c = cfg(num_workers=num_workers)
+    reference = take(build_train_loader(synth, c, micro_batch_size=3, rank=1, world_size=2), 70)
+    # 70 batches x 3 rows is > 1 epoch of this rank's shards: the resume crosses an epoch boundary.
+    for k in (1, 5, 40):
+        resumed = take(build_train_loader(synth, c, micro_batch_size=3, rank=1, world_size=2, start_batch=k), 8)
+        assert same_batches(resumed, reference[k:k + 8]), f"start_batch={k}"
+    # through state_dict, as the trainer does it
+    first = build_train_loader(synth, c, micro_batch_size=3, rank=1, world_size=2)
+    take(first, 23)
+    state = json.loads(json.dumps(first.state_dict()))  # survives a JSON round trip
+    again = build_train_loader(synth, c, micro_batch_size=3, rank=1, world_size=2)
+    again.load_state_dict(state)
+    assert same_batches(take(again, 10), reference[23:33])
+    assert again.batches_consumed == 33
+    # masks differ between batches (seeded per shard and epoch, not reset per batch)
+    assert not torch.equal(reference[0]["labels"], reference[1]["labels"])
+
+
+def test_resume_refuses_a_different_stream(synth):
+    state = build_train_loader(synth, cfg(num_workers=2), micro_batch_size=3).state_dict()
+    other = build_train_loader(synth, cfg(num_workers=1), micro_batch_size=3)
+    with pytest.raises(InputError, match="readers_per_rank"):
+        other.load_state_dict(state)
+
+
+def test_too_few_shards_for_the_readers(synth):
+    with pytest.raises(InputError, match="samples-per-shard"):
+        build_train_loader(synth, cfg(num_workers=3), micro_batch_size=2, rank=0, world_size=3)
+
+
+# --------------------------------------------------------------------------- validation
+
+@pytest.mark.timeout(60)
+def test_val_is_fixed_and_equal_per_rank(synth):
+    c = cfg(num_workers=0)
+    loaders = [build_val_loader(synth, c, micro_batch_size=4, rank=r, world_size=2) for r in range(2)]
+    assert len(loaders[0]) == len(loaders[1]) > 0
+    runs = [list(ld) for ld in loaders]
+    assert [len(r) for r in runs] == [len(loaders[0])] * 2
+    assert same_batches(runs[0], list(loaders[0]))  # same every time
+    assert not torch.equal(runs[0][0]["input_ids"], runs[1][0]["input_ids"])  # ranks: different rows
+    with2 = build_val_loader(synth, cfg(num_workers=2), micro_batch_size=4, rank=1, world_size=2)
+    assert same_batches(list(with2), runs[1])  # worker count does not change the set
+    capped = build_val_loader(synth, cfg(val_batches=2), micro_batch_size=4)
+    assert len(list(capped)) == 2
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_tokenizer_mismatch_is_refused(synth, tmp_path):
+    other = tmp_path / "other_tok"
+    other.mkdir()
+    (other / formats.TOKENIZER_FILE).write_text('{"model": "another"}')
+    with pytest.raises(InputError, match="made with"):
+        check_tokenizer(synth, other)
+    assert check_tokenizer(synth) == formats.tokenizer_fingerprint(synth / "tokenizer")
+    (synth / "tokenizer" / formats.TOKENIZER_FILE).write_text('{"changed": true}')
+    with pytest.raises(InputError, match="made with"):
+        build_train_loader(synth, cfg(), micro_batch_size=2)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_corrupt_shard_is_named_not_hung(synth, num_workers):
+    bad = synth / "train" / formats.shard_name(3)
+    raw = bytearray(bad.read_bytes())
+    raw[600:5000] = b"\xff" * 4400  # garbage over a tar header, size unchanged
+    bad.write_bytes(bytes(raw))
+    loader = build_train_loader(synth, cfg(shuffle=False, num_workers=num_workers), micro_batch_size=2)
+    with pytest.raises(InputError, match=str(bad).replace("-", r"\-")):
+        take(loader, 10_000)
+
+
+def test_truncated_and_missing_shards(synth):
+    bad = synth / "train" / formats.shard_name(2)
+    bad.write_bytes(bad.read_bytes()[:1000])  # cut mid-block
+    with pytest.raises(InputError, match="shard-000002.tar: truncated"):
+        build_train_loader(synth, cfg(), micro_batch_size=2)
+    bad.write_bytes(bad.read_bytes()[:512])  # cut on a block boundary: caught by the manifest counts
+    loader = build_train_loader(synth, cfg(shuffle=False), micro_batch_size=2)
+    with pytest.raises(InputError, match="shard-000002.tar"):
+        take(loader, 10_000)
+    shutil.rmtree(synth / "val")
+    (synth / "val").mkdir()
+    with pytest.raises(InputError, match="no shard"):
+        build_val_loader(synth, cfg(), micro_batch_size=2)
+
+
+# --------------------------------------------------------------------------- real shards
+
+@pytest.fixture(scope="module")
+def real_shards(request, genome_dir, tmp_path_factory) -> Path:
+    import importlib.util
+    if importlib.util.find_spec("tinydnabert.preprocess") is not None:
+        return request.getfixturevalue("hg38_shards")
+    return _interim_real_shards(genome_dir, tmp_path_factory.mktemp("hg38_interim") / "shards")
+
+
+def _interim_real_shards(genome_dir: Path, out: Path) -> Path:
+    """Until the preprocessing stage lands: real hg38 segments, a real BPE, shards per formats.py."""
+    import pysam
+    from tokenizers import Tokenizer, models, trainers
+
+    fa = pysam.FastaFile(str(genome_dir / "hg38_chr2_1-2333275.fa.gz"))
+    seq = fa.fetch(fa.references[0]).upper()
+    rng = np.random.default_rng(0)
+    segs, pos = [], 10_000
+    while pos + 1024 < len(seq):
+        n = int(rng.integers(256, 1025))
+        if "N" not in seq[pos:pos + n]:
+            segs.append(seq[pos:pos + n])
+        pos += n
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.train_from_iterator(segs[::10], trainers.BpeTrainer(
+        vocab_size=256, min_frequency=2, special_tokens=list(formats.SPECIAL_TOKENS)))
+    ids = [np.array(e.ids, dtype=np.uint16) for e in tok.encode_batch(segs)]
+    train, val = ids[: -100], ids[-100:]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    d = write_dataset(out, {"train": [train[i:i + 256] for i in range(0, len(train), 256)], "val": [val]},
+                      vocab_size=tok.get_vocab_size())
+    tok.save(str(d / "tokenizer" / formats.TOKENIZER_FILE))
+    m = json.loads((d / formats.MANIFEST).read_text())
+    m["tokenizer"]["sha256"] = formats.tokenizer_fingerprint(d / "tokenizer")
+    (d / formats.MANIFEST).write_text(json.dumps(m))
+    return d
+
+
+@pytest.mark.timeout(300)
+def test_real_shards_feed_roberta(real_shards):
+    """Real hg38 shards from the preprocessing stage: full 512-token rows that reconstruct the
+    samples, 2 ranks x 2 workers, masking near 15%, and a RobertaForMaskedLM forward pass."""
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    manifest = formats.load_manifest(real_shards)
+    vocab = manifest["tokenizer"]["vocab_size"]
+    c = DataConfig(num_workers=2)
+    batches = take(build_train_loader(real_shards, c, micro_batch_size=8, rank=1, world_size=2), 6)
+    for b in batches:
+        assert b["input_ids"].shape == b["labels"].shape == (8, 512)
+        assert b["input_ids"].dtype == b["labels"].dtype == torch.int64
+    toks = np.concatenate([original_tokens(b) for b in batches])
+    chosen = np.concatenate([b["labels"].numpy() for b in batches]) != IGNORE_INDEX
+    assert abs(chosen.sum() / (toks >= NUM_SPECIAL).sum() - 0.15) < 0.01
+    assert not (chosen & (toks < NUM_SPECIAL)).any()
+    # every complete segment in the rows is a real sample of the train split
+    samples = {tuple(a.tolist()) for p in formats.shard_paths(real_shards, "train") for a in read_shard(p)[1]}
+    segs = segments(toks)
+    assert len(segs) > 8 and all(s in samples for s in segs)
+    # unshuffled, the stream is exactly the first shard's packed samples
+    first = take(build_train_loader(real_shards, DataConfig(num_workers=0, shuffle=False), 4), 2)
+    expect = pack_rows(read_shard(formats.shard_paths(real_shards, "train")[0])[1], 512)
+    assert np.array_equal(np.concatenate([original_tokens(b) for b in first]), expect[:8])
+    val = build_val_loader(real_shards, DataConfig(num_workers=0), micro_batch_size=4)
+    assert len(val) >= 1
+    model = RobertaForMaskedLM(RobertaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64,
+                                             max_position_embeddings=514, pad_token_id=1))
+    with torch.no_grad():
+        loss = model(**next(iter(val))).loss
+    assert torch.isfinite(loss) and loss.item() > 0

@@ -1,0 +1,551 @@
+"""Pretraining input: stream WebDataset shards, pack segments into full rows, mask for MLM.
+
+How a batch is made (all of it in DataLoader worker processes, numpy on whole shards):
+
+    DIR/train/shard-*.tar --(rank r of R, worker w of W: its own shards)--> samples (ids.u16)
+      -> shuffle the samples of the shard -> "<s> ids </s>" for each -> concatenate
+      -> cut into rows of seq_len tokens (no padding: every position is a real token)
+      -> mask 15% of the non-special tokens (80% <mask>, 10% random token, 10% unchanged)
+      -> micro-batches {input_ids, labels, attention_mask}, each [micro_batch, seq_len] int64
+
+Packing: a 256-1024 bp segment is ~60-235 tokens at ~4.35 bp/token, so a 512-token row holds
+2-8 segments and the reference recipe's "one segment per row, padded to 512" spends ~70% of its
+compute on padding. Attention crosses segment boundaries inside a row (RoBERTa's FULL-SENTENCES
+packing); the <s> ... </s> around every segment mark where one ends.
+
+The stream is a pure function of (seed, epoch, shard), which gives exact resume cheaply:
+  * epoch e: shard order = permutation(seed, e); rank r reads order[r::R] and its worker w reads
+    those[w::W] (the same slicing as webdataset.split_by_node / split_by_worker);
+  * inside a shard: sample order = permutation(seed, e, shard), and the mask is drawn from the same
+    generator, so a shard's rows and masks are the same whenever it is read;
+  * the partial last row of each shard is dropped, so a shard yields exactly
+    floor((tokens + 2 * samples) / seq_len) rows, known from the manifest without reading it;
+  * each worker batches its own rows; torch's DataLoader takes batches from workers round-robin
+    (worker 0, 1, ..., W-1, 0, ...), so batch k of a rank is batch k // W of worker k % W.
+Hence the data position of a rank is one integer, "micro-batches consumed", and resuming at k
+skips whole shards (from manifest counts, unread) up to the one holding the next row.
+The train stream is infinite (epoch after epoch), so every rank always has a next batch and all
+ranks run the same number of steps (uneven ranks would hang DDP); the trainer decides how many.
+
+Validation is a fixed set: the val shards in name order, unshuffled, masked with a fixed seed;
+rank r takes its own contiguous block of rows, every rank the same number of batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from . import formats
+from .common import InputError
+
+# Every special token has an id below this (<s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4): never masked
+# and never drawn as the random replacement.
+NUM_SPECIAL = len(formats.SPECIAL_TOKENS)
+BOS_ID = formats.SPECIAL_TOKENS.index("<s>")
+EOS_ID = formats.SPECIAL_TOKENS.index("</s>")
+MASK_ID = formats.SPECIAL_TOKENS.index("<mask>")
+IGNORE_INDEX = -100  # labels value the loss ignores (torch CrossEntropyLoss / HF default)
+
+# Tags that keep the random streams apart: the shard order of an epoch, a train shard's sample
+# order + mask, a val shard's mask.
+_TAG_ORDER, _TAG_TRAIN, _TAG_VAL = 0, 1, 2
+STATE_VERSION = 1
+
+
+@dataclass
+class DataConfig:
+    seq_len: int = field(default=512, metadata={
+        "help": "tokens per packed row; at most the model's max_position_embeddings - 2 (514 - 2)"})
+    mlm_probability: float = field(default=0.15, metadata={
+        "help": "fraction of non-special tokens chosen for the MLM loss"})
+    mask_replace_prob: float = field(default=0.8, metadata={
+        "help": "of the chosen tokens, the fraction replaced by <mask>"})
+    random_replace_prob: float = field(default=0.1, metadata={
+        "help": "of the chosen tokens, the fraction replaced by a random non-special token "
+                "(the rest, 1 - mask - random, keep their token)"})
+    num_workers: int = field(default=4, metadata={
+        "help": "DataLoader worker processes per rank (0 = in the training process). Each reads "
+                "its own shards, so world_size x max(1, num_workers) must not exceed the number "
+                "of train shards. One worker packs and masks >1M tokens/s; 4 feed an H100 at ~45 percent MFU"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of the shard order, the sample order in a shard and the masks"})
+    shuffle: bool = field(default=True, metadata={
+        "help": "shuffle shard order every epoch and samples within each shard"})
+    val_batches: int = field(default=0, metadata={
+        "help": "validation micro-batches per rank (0 = all full batches of DIR/val); "
+                "the same rows and masks at every evaluation"})
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 8:
+            raise InputError(f"--seq-len {self.seq_len}: must be at least 8 (the reference uses 512)")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise InputError(f"--mlm-probability {self.mlm_probability}: must be in (0, 1), e.g. 0.15")
+        for name in ("mask_replace_prob", "random_replace_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be in [0, 1]")
+        if self.mask_replace_prob + self.random_replace_prob > 1.0 + 1e-9:
+            raise InputError(f"--mask-replace-prob {self.mask_replace_prob} + --random-replace-prob "
+                             f"{self.random_replace_prob} exceed 1; the reference uses 0.8 + 0.1")
+        if self.num_workers < 0:
+            raise InputError(f"--num-workers {self.num_workers}: must be >= 0")
+        if self.val_batches < 0:
+            raise InputError(f"--val-batches {self.val_batches}: must be >= 0 (0 = all)")
+
+
+# --------------------------------------------------------------------------- shards and manifest
+
+def check_tokenizer(data_dir: str | Path, tokenizer_dir: str | Path | None = None) -> str:
+    """Refuse shards made with another tokenizer: the manifest's fingerprint must be that of
+    `tokenizer_dir` (default DIR/tokenizer). Returns the fingerprint."""
+    manifest = formats.load_manifest(data_dir)
+    tokenizer_dir = Path(data_dir) / formats.TOKENIZER_DIR if tokenizer_dir is None else Path(tokenizer_dir)
+    expected = (manifest.get("tokenizer") or {}).get("sha256")
+    if not expected:
+        raise InputError(f"{Path(data_dir) / formats.MANIFEST}: no tokenizer.sha256; re-run `tinydnabert preprocess`")
+    actual = formats.tokenizer_fingerprint(tokenizer_dir)
+    if actual != expected:
+        raise InputError(
+            f"{tokenizer_dir / formats.TOKENIZER_FILE}: tokenizer sha256 {actual[:12]}... differs from "
+            f"{expected[:12]}... that the shards in {data_dir} were made with; token ids would mean "
+            f"different things. Use {Path(data_dir) / formats.TOKENIZER_DIR} or re-run preprocess "
+            f"with this tokenizer")
+    return actual
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: str
+    index: int  # position in the manifest's shard list: the shard's id in every seed
+    samples: int
+    tokens: int  # ids without specials
+
+
+@dataclass(frozen=True)
+class _Split:
+    """What a reader of one split needs, resolved in the main process (picklable for workers)."""
+    shards: tuple[ShardInfo, ...]
+    vocab_size: int
+    tokenizer_sha256: str
+    samples_per_shard: int | None
+
+
+def _load_split(data_dir: str | Path, split: str) -> _Split:
+    manifest = formats.load_manifest(data_dir)
+    mpath = Path(data_dir) / formats.MANIFEST
+    try:
+        entries = manifest["splits"][split]["shards"]
+        vocab_size = int(manifest["tokenizer"]["vocab_size"])
+        sha = manifest["tokenizer"]["sha256"]
+    except (KeyError, TypeError) as e:
+        raise InputError(f"{mpath}: missing {e} (splits.{split}.shards / tokenizer); re-run preprocess") from e
+    on_disk = {p.name: p for p in formats.shard_paths(data_dir, split)}  # InputError if none
+    listed = [e.get("name") for e in entries]
+    missing = [n for n in listed if n not in on_disk]
+    if missing:
+        raise InputError(f"{Path(data_dir) / split / missing[0]}: listed in {mpath} but missing "
+                         f"({len(missing)} missing); re-run `tinydnabert preprocess`")
+    extra = sorted(set(on_disk) - set(listed))
+    if extra:
+        raise InputError(f"{on_disk[extra[0]]}: not listed in {mpath} ({len(extra)} such); the shards "
+                         f"directory was changed after preprocessing; re-run `tinydnabert preprocess`")
+    shards = []
+    for i, e in enumerate(entries):
+        try:
+            shards.append(ShardInfo(str(on_disk[e["name"]]), i, int(e["samples"]), int(e["tokens"])))
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(f"{mpath}: splits.{split}.shards[{i}] lacks samples/tokens ({err}); "
+                             f"re-run preprocess") from err
+        size = os.path.getsize(shards[-1].path)
+        if size == 0 or size % 512:  # a tar file is whole 512-byte blocks: this one was cut short
+            raise InputError(f"{shards[-1].path}: truncated shard ({size} bytes, not whole 512-byte tar "
+                             f"blocks); re-run `tinydnabert preprocess`")
+    sps = (manifest.get("config") or {}).get("samples_per_shard")
+    return _Split(tuple(shards), vocab_size, sha, sps)
+
+
+def read_shard(path: str | Path) -> tuple[list[str], list[np.ndarray]]:
+    """(keys, token ids) of every sample of one shard, in stored order, read with webdataset.
+
+    Any failure (truncated or corrupt tar, sample without ids.u16) is an InputError naming the shard.
+    """
+    keys, ids = [], []
+    member = formats.IDS_MEMBER
+    try:
+        # Only the ids member is extracted; the json origin member is skipped unread.
+        for sample in wds.tarfile_samples([{"url": str(path)}],
+                                          select_files=lambda name: name.endswith("." + member)):
+            if member not in sample:
+                raise ValueError(f"sample {sample.get('__key__')!r} has no {member} member")
+            keys.append(sample["__key__"])
+            ids.append(formats.decode_ids(sample[member]))
+    except InputError:
+        raise
+    except Exception as e:  # tarfile.ReadError, EOFError, ValueError, ...
+        detail = e.args[0] if e.args else e  # webdataset appends the stream and url to args
+        raise InputError(f"{path}: corrupt or truncated shard ({type(e).__name__}: {detail}); "
+                         f"re-run `tinydnabert preprocess` to rewrite it") from e
+    return keys, ids
+
+
+def _read_checked(shard: ShardInfo) -> list[np.ndarray]:
+    """The shard's samples, checked against the manifest: the row counts that resume relies on
+    come from the manifest, so a shard that disagrees with it must not be used."""
+    _, ids = read_shard(shard.path)
+    tokens = sum(len(a) for a in ids)
+    if len(ids) != shard.samples or tokens != shard.tokens:
+        raise InputError(f"{shard.path}: holds {len(ids)} samples / {tokens} tokens but the manifest says "
+                         f"{shard.samples} / {shard.tokens}; the shard is truncated or stale, re-run "
+                         f"`tinydnabert preprocess`")
+    return ids
+
+
+# --------------------------------------------------------------------------- packing and masking
+
+def rows_in_shard(samples: int, tokens: int, seq_len: int) -> int:
+    """Full rows a shard packs into: each sample adds <s> and </s>; the partial last row is dropped.
+
+    Dropping it loses < seq_len tokens per shard (~0.01% of a 10,000-sample shard of ~2.4M tokens)
+    and buys exact resume without reading: a row never spans two shards, so every shard's row count
+    is known from the manifest.
+    """
+    return (tokens + 2 * samples) // seq_len
+
+
+def pack_rows(samples: list[np.ndarray], seq_len: int) -> np.ndarray:
+    """Concatenate "<s> ids </s>" for every sample and cut into full rows: [rows, seq_len] int64."""
+    if not samples:
+        return np.empty((0, seq_len), dtype=np.int64)
+    lens = np.fromiter((len(a) for a in samples), dtype=np.int64, count=len(samples))
+    starts = np.cumsum(lens + 2) - (lens + 2)  # position of each sample's <s>
+    total = int(lens.sum() + 2 * len(samples))
+    n_rows = total // seq_len
+    flat = np.empty(total, dtype=np.int64)
+    content = np.ones(total, dtype=bool)
+    content[starts] = False
+    content[starts + lens + 1] = False
+    flat[content] = np.concatenate(samples)
+    flat[starts] = BOS_ID
+    flat[starts + lens + 1] = EOS_ID
+    return flat[: n_rows * seq_len].reshape(n_rows, seq_len)
+
+
+def mask_tokens(rows: np.ndarray, rng: np.random.Generator, vocab_size: int, cfg: DataConfig
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """BERT masking, vectorized over a whole [rows, seq_len] array: (input_ids, labels).
+
+    One uniform draw u per token decides everything: u < p chooses the token for the loss, and
+    within that, u < 0.8p -> <mask>, 0.8p <= u < 0.9p -> random non-special token, else unchanged.
+    Special tokens (<s>, </s>, <unk>, ...) are never chosen.
+    """
+    p = cfg.mlm_probability
+    u = rng.random(rows.shape, dtype=np.float32)
+    chosen = (u < p) & (rows >= NUM_SPECIAL)
+    labels = np.where(chosen, rows, IGNORE_INDEX)
+    input_ids = rows.copy()
+    to_mask = chosen & (u < p * cfg.mask_replace_prob)
+    to_random = chosen & ~to_mask & (u < p * (cfg.mask_replace_prob + cfg.random_replace_prob))
+    input_ids[to_mask] = MASK_ID
+    input_ids[to_random] = rng.integers(NUM_SPECIAL, vocab_size, size=int(to_random.sum()), dtype=np.int64)
+    return input_ids, labels
+
+
+def shard_order(n_shards: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """Order in which the train shards are dealt to readers in an epoch."""
+    if not shuffle:
+        return np.arange(n_shards)
+    return np.random.default_rng([seed, _TAG_ORDER, epoch]).permutation(n_shards)
+
+
+def reader_shards(n_shards: int, seed: int, epoch: int, shuffle: bool,
+                  rank: int, world_size: int, worker: int, num_workers: int) -> list[int]:
+    """Shard indices read by (rank, worker) in an epoch: disjoint across all readers, covering all."""
+    order = shard_order(n_shards, seed, epoch, shuffle)
+    return [int(i) for i in order[rank::world_size][worker::num_workers]]
+
+
+def _train_shard_rows(split: _Split, shard: ShardInfo, epoch: int, cfg: DataConfig
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """A train shard's masked rows in epoch `epoch`: the same arrays whenever it is read."""
+    ids = _read_checked(shard)
+    rng = np.random.default_rng([cfg.seed, _TAG_TRAIN, epoch, shard.index])
+    if cfg.shuffle:
+        ids = [ids[i] for i in rng.permutation(len(ids))]
+    return mask_tokens(pack_rows(ids, cfg.seq_len), rng, split.vocab_size, cfg)
+
+
+def _val_shard_rows(split: _Split, shard: ShardInfo, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    ids = _read_checked(shard)
+    rng = np.random.default_rng([cfg.seed, _TAG_VAL, shard.index])
+    return mask_tokens(pack_rows(ids, cfg.seq_len), rng, split.vocab_size, cfg)
+
+
+def _batch(input_ids: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
+    # Rows are packed, so every position is a real token: attention_mask is all ones.
+    return {"input_ids": torch.from_numpy(np.ascontiguousarray(input_ids)),
+            "labels": torch.from_numpy(np.ascontiguousarray(labels)),
+            "attention_mask": torch.ones(input_ids.shape, dtype=torch.int64)}
+
+
+class _Failure:
+    """An InputError raised in a DataLoader worker, sent to the main process as a batch so that it
+    is re-raised there with its own message (torch would wrap it in a worker traceback)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class _Batcher:
+    """Cuts a stream of row blocks into micro-batches of exactly `size` rows."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.ids: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.n = 0
+
+    def add(self, ids: np.ndarray, labels: np.ndarray) -> Iterator[dict[str, torch.Tensor]]:
+        self.ids.append(ids)
+        self.labels.append(labels)
+        self.n += len(ids)
+        if self.n < self.size:
+            return
+        all_ids, all_labels = np.concatenate(self.ids), np.concatenate(self.labels)
+        full = self.n // self.size * self.size
+        for i in range(0, full, self.size):
+            yield _batch(all_ids[i:i + self.size], all_labels[i:i + self.size])
+        self.ids, self.labels, self.n = [all_ids[full:]], [all_labels[full:]], self.n - full
+
+
+# --------------------------------------------------------------------------- train
+
+class _TrainStream(IterableDataset):
+    """One rank's infinite stream of micro-batches, starting at micro-batch `start_batch`."""
+
+    def __init__(self, split: _Split, cfg: DataConfig, batch_size: int, rank: int, world_size: int,
+                 start_batch: int) -> None:
+        self.split, self.cfg, self.batch_size = split, cfg, batch_size
+        self.rank, self.world_size, self.start_batch = rank, world_size, start_batch
+
+    def __iter__(self) -> Iterator[Any]:
+        wid, n_workers = _worker()
+        # The DataLoader asks worker 0 first, but the rank's batch `start_batch` belongs to worker
+        # start_batch % W of the uninterrupted run: so DataLoader worker `wid` plays that role.
+        logical = (wid + self.start_batch) % n_workers
+        skip_batches = max(0, -(-(self.start_batch - logical) // n_workers))  # batches b < start, b % W == logical
+        try:
+            yield from self._batches(logical, n_workers, skip_batches * self.batch_size)
+        except InputError as e:
+            if get_worker_info() is None:
+                raise
+            yield _Failure(str(e))
+
+    def _batches(self, worker: int, n_workers: int, skip_rows: int) -> Iterator[dict[str, torch.Tensor]]:
+        cfg, shards = self.cfg, self.split.shards
+        batcher = _Batcher(self.batch_size)
+        epoch = 0
+        while True:
+            mine = reader_shards(len(shards), cfg.seed, epoch, cfg.shuffle,
+                                 self.rank, self.world_size, worker, n_workers)
+            if sum(rows_in_shard(shards[i].samples, shards[i].tokens, cfg.seq_len) for i in mine) == 0:
+                raise InputError(f"{Path(shards[mine[0]].path).parent}: the shards of reader rank {self.rank} "
+                                 f"worker {worker} hold less than one {cfg.seq_len}-token row; re-run "
+                                 f"preprocess with a larger --samples-per-shard or use a smaller --seq-len")
+            for i in mine:
+                n = rows_in_shard(shards[i].samples, shards[i].tokens, cfg.seq_len)
+                if skip_rows >= n:  # resume: skip the whole shard unread
+                    skip_rows -= n
+                    continue
+                ids, labels = _train_shard_rows(self.split, shards[i], epoch, cfg)
+                yield from batcher.add(ids[skip_rows:], labels[skip_rows:])
+                skip_rows = 0
+            epoch += 1
+
+
+class TrainLoader:
+    """Infinite iterable of micro-batches for one rank; remembers how many it has handed out.
+
+        loader = build_train_loader(DIR, cfg, micro_batch_size=32, rank=r, world_size=R)
+        it = iter(loader)
+        batch = next(it)              # {"input_ids", "labels", "attention_mask"}: [32, 512] int64
+        state = loader.state_dict()   # save with the checkpoint
+        ... later: loader.load_state_dict(state); it = iter(loader)  # continues exactly
+
+    Each iter() starts DataLoader workers at the current position; keep one iterator at a time.
+    """
+
+    def __init__(self, data_dir: str | Path, cfg: DataConfig, micro_batch_size: int,
+                 rank: int = 0, world_size: int = 1, start_batch: int = 0,
+                 pin_memory: bool | None = None) -> None:
+        if micro_batch_size < 1:
+            raise InputError(f"micro batch size {micro_batch_size}: must be >= 1")
+        if not 0 <= rank < world_size:
+            raise InputError(f"rank {rank} is outside world size {world_size}")
+        self.data_dir, self.cfg = Path(data_dir), cfg
+        self.micro_batch_size, self.rank, self.world_size = micro_batch_size, rank, world_size
+        check_tokenizer(data_dir)
+        self.split = _load_split(data_dir, "train")
+        readers = world_size * max(1, cfg.num_workers)
+        if len(self.split.shards) < readers:
+            sps = self.split.samples_per_shard
+            raise InputError(
+                f"{self.data_dir / 'train'}: {len(self.split.shards)} shards for world_size {world_size} x "
+                f"{max(1, cfg.num_workers)} workers = {readers} readers; each reader needs its own shards. "
+                f"Re-run `tinydnabert preprocess` with a smaller --samples-per-shard"
+                + (f" (now {sps})" if sps else "") + " or use fewer --num-workers")
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self._position = start_batch
+
+    @property
+    def batches_consumed(self) -> int:
+        """Micro-batches this rank has taken so far (its data position)."""
+        return self._position
+
+    @property
+    def tokens_per_batch(self) -> int:
+        return self.micro_batch_size * self.cfg.seq_len
+
+    def rows_per_epoch(self) -> int:
+        """Packed rows in one pass over DIR/train, all ranks together."""
+        return sum(rows_in_shard(s.samples, s.tokens, self.cfg.seq_len) for s in self.split.shards)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        stream = _TrainStream(self.split, self.cfg, self.micro_batch_size, self.rank, self.world_size,
+                              start_batch=self._position)
+        nw = self.cfg.num_workers
+        loader = DataLoader(stream, batch_size=None, num_workers=nw, pin_memory=self.pin_memory,
+                            prefetch_factor=4 if nw else None, persistent_workers=False)
+        for batch in loader:
+            if isinstance(batch, _Failure):
+                raise InputError(batch.message)
+            self._position += 1
+            yield batch
+
+    def _stream_identity(self) -> dict[str, Any]:
+        # Everything that decides which batch is the k-th one.
+        c = self.cfg
+        return {"version": STATE_VERSION, "micro_batch_size": self.micro_batch_size,
+                "world_size": self.world_size, "readers_per_rank": max(1, c.num_workers),
+                "seed": c.seed, "shuffle": c.shuffle, "seq_len": c.seq_len,
+                "mlm_probability": c.mlm_probability, "mask_replace_prob": c.mask_replace_prob,
+                "random_replace_prob": c.random_replace_prob, "train_shards": len(self.split.shards),
+                "tokenizer_sha256": self.split.tokenizer_sha256}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches_consumed": self._position, **self._stream_identity()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a saved position; refuses a state from a differently-defined stream."""
+        mine = self._stream_identity()
+        diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+        if diff:
+            detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+            raise InputError(f"cannot resume the data stream exactly: {detail}. Resume with the saved data "
+                             f"settings (num_workers, seed, micro batch, world size) and the same shards")
+        self._position = int(state["batches_consumed"])
+
+
+def build_train_loader(data_dir: str | Path, cfg: DataConfig, micro_batch_size: int,
+                       rank: int = 0, world_size: int = 1, start_batch: int = 0) -> TrainLoader:
+    """The rank's infinite, resumable stream of packed, masked micro-batches over DIR/train."""
+    return TrainLoader(data_dir, cfg, micro_batch_size, rank, world_size, start_batch)
+
+
+# --------------------------------------------------------------------------- validation
+
+class _ValStream(IterableDataset):
+    """The rank's val rows [row0, row0 + n_batches * B); worker w makes batches b with b % W == w."""
+
+    def __init__(self, split: _Split, cfg: DataConfig, batch_size: int, row0: int, n_batches: int) -> None:
+        self.split, self.cfg, self.batch_size = split, cfg, batch_size
+        self.row0, self.n_batches = row0, n_batches
+        rows = [rows_in_shard(s.samples, s.tokens, cfg.seq_len) for s in split.shards]
+        self.shard_start = np.concatenate([[0], np.cumsum(rows)])  # global row where each shard starts
+
+    def __iter__(self) -> Iterator[Any]:
+        wid, n_workers = _worker()
+        cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        try:
+            for b in range(wid, self.n_batches, n_workers):
+                yield _batch(*self._rows(self.row0 + b * self.batch_size, self.batch_size, cache))
+        except InputError as e:
+            if get_worker_info() is None:
+                raise
+            yield _Failure(str(e))
+
+    def _rows(self, start: int, count: int, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+        ids, labels = [], []
+        end = start + count
+        first = int(np.searchsorted(self.shard_start, start, side="right")) - 1
+        for i in range(first, len(self.split.shards)):
+            lo, hi = int(self.shard_start[i]), int(self.shard_start[i + 1])
+            if lo >= end:
+                break
+            if hi <= start:
+                continue
+            if i not in cache:
+                for old in [k for k in cache if k < i]:  # batches only move forward
+                    del cache[old]
+                cache[i] = _val_shard_rows(self.split, self.split.shards[i], self.cfg)
+            a, l_ = cache[i]
+            ids.append(a[max(start, lo) - lo: min(end, hi) - lo])
+            labels.append(l_[max(start, lo) - lo: min(end, hi) - lo])
+        return np.concatenate(ids), np.concatenate(labels)
+
+
+class ValLoader:
+    """The fixed validation set of one rank: the same micro-batches, in the same order, every time."""
+
+    def __init__(self, data_dir: str | Path, cfg: DataConfig, micro_batch_size: int,
+                 rank: int = 0, world_size: int = 1, pin_memory: bool | None = None) -> None:
+        if not 0 <= rank < world_size:
+            raise InputError(f"rank {rank} is outside world size {world_size}")
+        check_tokenizer(data_dir)
+        self.split = _load_split(data_dir, "val")
+        self.cfg, self.micro_batch_size = cfg, micro_batch_size
+        total = sum(rows_in_shard(s.samples, s.tokens, cfg.seq_len) for s in self.split.shards)
+        per_rank = total // (micro_batch_size * world_size)  # equal for every rank; the rest unused
+        if cfg.val_batches:
+            per_rank = min(per_rank, cfg.val_batches)
+        if per_rank == 0:
+            raise InputError(f"{Path(data_dir) / 'val'}: {total} packed {cfg.seq_len}-token rows, fewer than "
+                             f"one micro-batch of {micro_batch_size} per rank x {world_size} ranks; re-run "
+                             f"preprocess with a larger --val-fraction or use a smaller micro batch")
+        self.num_batches = per_rank
+        self.stream = _ValStream(self.split, cfg, micro_batch_size, rank * per_rank * micro_batch_size, per_rank)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        nw = min(self.cfg.num_workers, self.num_batches)
+        for batch in DataLoader(self.stream, batch_size=None, num_workers=nw, pin_memory=self.pin_memory):
+            if isinstance(batch, _Failure):
+                raise InputError(batch.message)
+            yield batch
+
+
+def build_val_loader(data_dir: str | Path, cfg: DataConfig, micro_batch_size: int,
+                     rank: int = 0, world_size: int = 1) -> ValLoader:
+    """The rank's fixed validation micro-batches over DIR/val (len() of them, same on every rank)."""
+    return ValLoader(data_dir, cfg, micro_batch_size, rank, world_size)
+
+
+def data_config_from_dict(d: dict[str, Any]) -> DataConfig:
+    """A DataConfig from a saved config.json dict (unknown keys ignored)."""
+    names = {f.name for f in dataclasses.fields(DataConfig)}
+    return DataConfig(**{k: v for k, v in d.items() if k in names})
