@@ -151,11 +151,14 @@ def test_masking_rates_and_specials():
 
 # --------------------------------------------------------------------------- train stream
 
-def test_rows_reconstruct_shards_in_order(synth):
-    """Unshuffled, 1 rank, 1 reader: the stream is every shard's rows, in name order, full."""
-    loader = build_train_loader(synth, cfg(shuffle=False), micro_batch_size=4)
-    per_shard = [pack_rows(read_shard(p)[1], L) for p in formats.shard_paths(synth, "train")]
-    expect = np.concatenate(per_shard)
+@pytest.mark.parametrize("mix", [1, 3])
+def test_rows_reconstruct_shards_in_order(synth, mix):
+    """Unshuffled, 1 rank, 1 reader: the stream is the rows of each group of `mix` shards, in name
+    order, full."""
+    loader = build_train_loader(synth, cfg(shuffle=False, mix_shards=mix), micro_batch_size=4)
+    shards = [read_shard(p)[1] for p in formats.shard_paths(synth, "train")]
+    expect = np.concatenate([pack_rows([a for s in shards[i:i + mix] for a in s], L)
+                             for i in range(0, len(shards), mix)])
     n = len(expect) // 4
     got = np.concatenate([original_tokens(b) for b in take(loader, n)])
     assert np.array_equal(got, expect[: n * 4])
@@ -191,9 +194,9 @@ def test_every_rank_always_has_a_next_batch(synth):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_resume_gives_the_same_batches(synth, num_workers):
-    c = cfg(num_workers=num_workers)
+@pytest.mark.parametrize("num_workers,mix", [(0, 1), (2, 1), (2, 4)])
+def test_resume_gives_the_same_batches(synth, num_workers, mix):
+    c = cfg(num_workers=num_workers, mix_shards=mix)
     reference = take(build_train_loader(synth, c, micro_batch_size=3, rank=1, world_size=2), 70)
     # 70 batches x 3 rows is > 1 epoch of this rank's shards: the resume crosses an epoch boundary.
     for k in (1, 5, 40):
@@ -342,7 +345,7 @@ def test_real_shards_feed_roberta(real_shards):
     segs = segments(toks)
     assert len(segs) > 8 and all(s in samples for s in segs)
     # unshuffled, the stream is exactly the first shard's packed samples
-    first = take(build_train_loader(real_shards, DataConfig(num_workers=0, shuffle=False), 4), 2)
+    first = take(build_train_loader(real_shards, DataConfig(num_workers=0, shuffle=False, mix_shards=1), 4), 2)
     expect = pack_rows(read_shard(formats.shard_paths(real_shards, "train")[0])[1], 512)
     assert np.array_equal(np.concatenate([original_tokens(b) for b in first]), expect[:8])
     val = build_val_loader(real_shards, DataConfig(num_workers=0), micro_batch_size=4)

@@ -16,14 +16,17 @@ packing); the <s> ... </s> around every segment mark where one ends.
 The stream is a pure function of (seed, epoch, shard), which gives exact resume cheaply:
   * epoch e: shard order = permutation(seed, e); rank r reads order[r::R] and its worker w reads
     those[w::W] (the same slicing as webdataset.split_by_node / split_by_worker);
-  * inside a shard: sample order = permutation(seed, e, shard), and the mask is drawn from the same
-    generator, so a shard's rows and masks are the same whenever it is read;
-  * the partial last row of each shard is dropped, so a shard yields exactly
+  * a worker reads its shards `mix_shards` at a time (a group) and shuffles the group's samples
+    together: preprocessing writes shards in genome order, so one shard is one region (4096 samples
+    x ~640 bp = ~2.6 Mbp), and mixing 4 puts 4 regions into every micro-batch a worker makes;
+  * sample order = permutation(seed, e, group) and the mask is drawn from the same generator, so a
+    group's rows and masks are the same whenever it is read;
+  * the partial last row of each group is dropped, so a group yields exactly
     floor((tokens + 2 * samples) / seq_len) rows, known from the manifest without reading it;
   * each worker batches its own rows; torch's DataLoader takes batches from workers round-robin
     (worker 0, 1, ..., W-1, 0, ...), so batch k of a rank is batch k // W of worker k % W.
 Hence the data position of a rank is one integer, "micro-batches consumed", and resuming at k
-skips whole shards (from manifest counts, unread) up to the one holding the next row.
+skips whole groups (from manifest counts, unread) up to the one holding the next row.
 The train stream is infinite (epoch after epoch), so every rank always has a next batch and all
 ranks run the same number of steps (uneven ranks would hang DDP); the trainer decides how many.
 
@@ -76,6 +79,9 @@ class DataConfig:
         "help": "DataLoader worker processes per rank (0 = in the training process). Each reads "
                 "its own shards, so world_size x max(1, num_workers) must not exceed the number "
                 "of train shards. One worker packs and masks >1M tokens/s; 4 feed an H100 at ~45 percent MFU"})
+    mix_shards: int = field(default=4, metadata={
+        "help": "shards a worker reads together, shuffling their samples across them (shards are "
+                "contiguous genome regions; more = more diverse batches, more worker memory)"})
     seed: int = field(default=0, metadata={
         "help": "seed of the shard order, the sample order in a shard and the masks"})
     shuffle: bool = field(default=True, metadata={
@@ -97,6 +103,8 @@ class DataConfig:
                              f"{self.random_replace_prob} exceed 1; the reference uses 0.8 + 0.1")
         if self.num_workers < 0:
             raise InputError(f"--num-workers {self.num_workers}: must be >= 0")
+        if self.mix_shards < 1:
+            raise InputError(f"--mix-shards {self.mix_shards}: must be >= 1")
         if self.val_batches < 0:
             raise InputError(f"--val-batches {self.val_batches}: must be >= 0 (0 = all)")
 
@@ -211,10 +219,11 @@ def _read_checked(shard: ShardInfo) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- packing and masking
 
 def rows_in_shard(samples: int, tokens: int, seq_len: int) -> int:
-    """Full rows a shard packs into: each sample adds <s> and </s>; the partial last row is dropped.
+    """Full rows a shard (or group of shards) packs into: each sample adds <s> and </s>; the partial
+    last row is dropped.
 
-    Dropping it loses < seq_len tokens per shard (~0.01% of a 10,000-sample shard of ~2.4M tokens)
-    and buys exact resume without reading: a row never spans two shards, so every shard's row count
+    Dropping it loses < seq_len tokens per group (~0.01% of 4 shards x 4096 samples x ~150 tokens)
+    and buys exact resume without reading: a row never spans two groups, so every group's row count
     is known from the manifest.
     """
     return (tokens + 2 * samples) // seq_len
@@ -272,11 +281,16 @@ def reader_shards(n_shards: int, seed: int, epoch: int, shuffle: bool,
     return [int(i) for i in order[rank::world_size][worker::num_workers]]
 
 
-def _train_shard_rows(split: _Split, shard: ShardInfo, epoch: int, cfg: DataConfig
+def _group_rows(split: _Split, group: list[int], seq_len: int) -> int:
+    return rows_in_shard(sum(split.shards[i].samples for i in group),
+                         sum(split.shards[i].tokens for i in group), seq_len)
+
+
+def _train_group_rows(split: _Split, group: list[int], epoch: int, cfg: DataConfig
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """A train shard's masked rows in epoch `epoch`: the same arrays whenever it is read."""
-    ids = _read_checked(shard)
-    rng = np.random.default_rng([cfg.seed, _TAG_TRAIN, epoch, shard.index])
+    """A group of train shards' masked rows in epoch `epoch`: the same arrays whenever it is read."""
+    ids = [a for i in group for a in _read_checked(split.shards[i])]
+    rng = np.random.default_rng([cfg.seed, _TAG_TRAIN, epoch, *group])
     if cfg.shuffle:
         ids = [ids[i] for i in rng.permutation(len(ids))]
     return mask_tokens(pack_rows(ids, cfg.seq_len), rng, split.vocab_size, cfg)
@@ -360,16 +374,17 @@ class _TrainStream(IterableDataset):
         while True:
             mine = reader_shards(len(shards), cfg.seed, epoch, cfg.shuffle,
                                  self.rank, self.world_size, worker, n_workers)
-            if sum(rows_in_shard(shards[i].samples, shards[i].tokens, cfg.seq_len) for i in mine) == 0:
+            groups = [mine[i:i + cfg.mix_shards] for i in range(0, len(mine), cfg.mix_shards)]
+            if sum(_group_rows(self.split, g, cfg.seq_len) for g in groups) == 0:
                 raise InputError(f"{Path(shards[mine[0]].path).parent}: the shards of reader rank {self.rank} "
                                  f"worker {worker} hold less than one {cfg.seq_len}-token row; re-run "
                                  f"preprocess with a larger --samples-per-shard or use a smaller --seq-len")
-            for i in mine:
-                n = rows_in_shard(shards[i].samples, shards[i].tokens, cfg.seq_len)
-                if skip_rows >= n:  # resume: skip the whole shard unread
+            for group in groups:
+                n = _group_rows(self.split, group, cfg.seq_len)
+                if skip_rows >= n:  # resume: skip the whole group unread
                     skip_rows -= n
                     continue
-                ids, labels = _train_shard_rows(self.split, shards[i], epoch, cfg)
+                ids, labels = _train_group_rows(self.split, group, epoch, cfg)
                 yield from batcher.add(ids[skip_rows:], labels[skip_rows:])
                 skip_rows = 0
             epoch += 1
@@ -419,8 +434,9 @@ class TrainLoader:
         return self.micro_batch_size * self.cfg.seq_len
 
     def rows_per_epoch(self) -> int:
-        """Packed rows in one pass over DIR/train, all ranks together."""
-        return sum(rows_in_shard(s.samples, s.tokens, self.cfg.seq_len) for s in self.split.shards)
+        """Packed rows in one pass over DIR/train, all ranks together (to within a row per group)."""
+        s = self.split.shards
+        return rows_in_shard(sum(x.samples for x in s), sum(x.tokens for x in s), self.cfg.seq_len)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         stream = _TrainStream(self.split, self.cfg, self.micro_batch_size, self.rank, self.world_size,
@@ -439,7 +455,7 @@ class TrainLoader:
         c = self.cfg
         return {"version": STATE_VERSION, "micro_batch_size": self.micro_batch_size,
                 "world_size": self.world_size, "readers_per_rank": max(1, c.num_workers),
-                "seed": c.seed, "shuffle": c.shuffle, "seq_len": c.seq_len,
+                "seed": c.seed, "shuffle": c.shuffle, "mix_shards": c.mix_shards, "seq_len": c.seq_len,
                 "mlm_probability": c.mlm_probability, "mask_replace_prob": c.mask_replace_prob,
                 "random_replace_prob": c.random_replace_prob, "train_shards": len(self.split.shards),
                 "tokenizer_sha256": self.split.tokenizer_sha256}
