@@ -104,7 +104,8 @@ def check_fasta_file(path: str | Path) -> None:
         with _open_maybe_gzip(p) as f:
             head = f.read(1 << 16)
     except (OSError, EOFError, zlib.error) as e:
-        raise InputError(f"{p}: cannot read the file ({e}); is it a complete, uncorrupted FASTA(.gz)?") from e
+        raise InputError(f"{p}: cannot read the file ({e}); it looks truncated or corrupt: re-download it "
+                         "(and check it with `gzip -t`)") from e
     for lineno, line in enumerate(head.splitlines(), 1):
         if not line.strip():
             continue
@@ -138,7 +139,9 @@ def iter_records(paths: Iterable[str], keep_case: bool = False) -> Iterator[Reco
     for path in paths:
         path = str(path)
         check_fasta_file(path)
-        n = 0
+        n, name = 0, None
+        # htslib's own stderr lines about truncated blocks would only duplicate our InputError.
+        verbosity = pysam.set_verbosity(0)
         try:
             with pysam.FastxFile(path) as fx:
                 for entry in fx:
@@ -154,8 +157,11 @@ def iter_records(paths: Iterable[str], keep_case: bool = False) -> Iterator[Reco
                     yield Record(path, name, seq if keep_case else seq.upper())
         except (OSError, ValueError) as e:
             # htslib reports a truncated or corrupt (BGZF) gzip stream as "unknown problem parsing".
-            raise InputError(f"{path}: cannot read FASTA after record {n} ({e}); the file looks truncated "
+            where = f"in or after record {name!r} (record {n})" if n else "before the first record"
+            raise InputError(f"{path}: cannot read FASTA {where}: {e}; the file looks truncated "
                              "or corrupt: re-download it (and check it with `gzip -t`)") from e
+        finally:
+            pysam.set_verbosity(verbosity)
         if n == 0:
             raise InputError(f"{path}: no FASTA records found; expected '>name' header lines followed by sequence")
 
