@@ -1,0 +1,94 @@
+"""The model: reference size, special ids from the tokenizer, SDPA, no DeepSpeed, the MLM objective."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tinydnabert.common import InputError
+from tinydnabert.model import (REFERENCE_PARAMETERS, MaskedLMObjective, ModelConfig, build_model, count_parameters,
+                               flops_per_token, roberta_config)
+
+
+def test_reference_model_has_exactly_19968512_parameters():
+    model = build_model(ModelConfig())
+    assert count_parameters(model) == REFERENCE_PARAMETERS == 19_968_512
+    # the decoder is tied to the word embeddings (otherwise it would add 1024 x 512)
+    assert model.lm_head.decoder.weight.data_ptr() == model.roberta.embeddings.word_embeddings.weight.data_ptr()
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_special_ids_come_from_the_tokenizer(hg38_shards):
+    from tinydnabert.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(hg38_shards)
+    cfg = ModelConfig.tiny().with_tokenizer(tok)
+    rc = roberta_config(cfg)
+    assert (rc.pad_token_id, rc.bos_token_id, rc.eos_token_id) == (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
+    assert (rc.pad_token_id, rc.bos_token_id, rc.eos_token_id) == (1, 0, 2)
+    assert rc.vocab_size == len(tok) == 256
+    model = build_model(cfg)
+    # RoBERTa freezes the padding_idx row; it must be <pad>, not </s> (the reference repo's bug)
+    assert model.roberta.embeddings.word_embeddings.padding_idx == tok.pad_token_id
+
+
+def test_tokenizer_with_other_ids_is_followed():
+    class Tok:  # a tokenizer whose specials sit elsewhere, like the reference repo's (<pad>=3, </s>=1)
+        ids = {"<s>": 0, "</s>": 1, "<unk>": 2, "<pad>": 3}
+
+        def convert_tokens_to_ids(self, t):
+            return self.ids.get(t, 2)
+
+        def __len__(self):
+            return 100
+
+    cfg = ModelConfig.tiny().with_tokenizer(Tok())
+    assert (cfg.pad_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.vocab_size) == (3, 0, 1, 100)
+    assert build_model(cfg).roberta.embeddings.word_embeddings.padding_idx == 3
+
+
+def test_model_module_runs_without_deepspeed():
+    code = ("import sys, torch\n"
+            "from tinydnabert.model import ModelConfig, build_model, MaskedLMObjective\n"
+            "m = MaskedLMObjective(build_model(ModelConfig.tiny(vocab_size=64)))\n"
+            "x = torch.randint(5, 64, (2, 16)); loss, c, n = m(x, x)\n"
+            "assert torch.isfinite(loss)\n"
+            "assert 'deepspeed' not in sys.modules, 'model.py pulled in deepspeed'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("select_masked", [True, False])  # the CPU path and the accelerator path
+def test_objective_equals_hf_masked_lm_loss(select_masked):
+    torch.manual_seed(0)
+    net = build_model(ModelConfig.tiny(vocab_size=64)).eval()
+    obj = MaskedLMObjective(net, select_masked=select_masked)
+    x = torch.randint(5, 64, (3, 32))
+    labels = torch.full_like(x, -100)
+    pick = torch.rand(x.shape) < 0.15
+    labels[pick] = x[pick]
+    with torch.no_grad():
+        loss, n_correct, n_masked = obj(x, labels)
+        ref = net(input_ids=x, labels=labels)
+    acc = ((ref.logits.argmax(-1) == labels) & (labels != -100)).sum()
+    assert torch.allclose(loss, ref.loss, atol=1e-5)
+    assert int(n_masked) == int(pick.sum()) > 0 and int(n_correct) == int(acc)
+
+
+def test_flops_per_token_reference():
+    # 6 * (6 * (4*512^2 + 2*512*2048) + 512^2 + 512*1024) + 12 * 6 * 512 * 512
+    assert flops_per_token(ModelConfig(), 512) == 6 * (6 * (4 * 512**2 + 2 * 512 * 2048) + 512**2 + 512 * 1024) \
+        + 12 * 6 * 512 * 512
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(hidden_size=100, num_attention_heads=8), "divisible"),
+    (dict(num_hidden_layers=0), "num_hidden_layers"),
+    (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
+    (dict(vocab_size=2), "outside the vocabulary"),
+])
+def test_bad_model_config_says_what_is_wrong(kwargs, words):
+    with pytest.raises(InputError, match=words):
+        ModelConfig(**kwargs)
