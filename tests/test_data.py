@@ -118,7 +118,7 @@ def test_pack_rows_are_full_and_reconstruct_the_samples():
     samples = [rng.integers(5, 300, size=n).astype(np.uint16) for n in rng.integers(60, 236, size=50)]
     rows = pack_rows(samples, 512)
     stream = np.concatenate([np.concatenate([[BOS_ID], s, [EOS_ID]]) for s in samples])
-    assert rows.dtype == np.int64 and rows.shape == (rows_in_shard(50, sum(map(len, samples)), 512), 512)
+    assert rows.dtype == np.int32 and rows.shape == (rows_in_shard(50, sum(map(len, samples)), 512), 512)
     assert len(stream) - rows.size < 512  # only the partial last row is dropped
     assert np.array_equal(rows.ravel(), stream[: rows.size])
 
@@ -146,7 +146,7 @@ def test_masking_rates_and_specials():
     assert abs(randomized.sum() / k - 0.1) < 0.01  # (a random draw equal to the token counts as kept)
     assert abs(kept.sum() / k - 0.1) < 0.01
     assert (ids[randomized] >= NUM_SPECIAL).all() and (ids[randomized] < vocab).all()
-    assert ids.dtype == labels.dtype == np.int64
+    assert ids.dtype == labels.dtype == rows.dtype
 
 
 # --------------------------------------------------------------------------- train stream

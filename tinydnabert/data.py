@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -230,14 +231,17 @@ def rows_in_shard(samples: int, tokens: int, seq_len: int) -> int:
 
 
 def pack_rows(samples: list[np.ndarray], seq_len: int) -> np.ndarray:
-    """Concatenate "<s> ids </s>" for every sample and cut into full rows: [rows, seq_len] int64."""
+    """Concatenate "<s> ids </s>" for every sample and cut into full rows: [rows, seq_len] int32.
+
+    int32 (not int64) inside the pipeline halves the bytes workers move; the loader hands int64 out.
+    """
     if not samples:
-        return np.empty((0, seq_len), dtype=np.int64)
+        return np.empty((0, seq_len), dtype=np.int32)
     lens = np.fromiter((len(a) for a in samples), dtype=np.int64, count=len(samples))
     starts = np.cumsum(lens + 2) - (lens + 2)  # position of each sample's <s>
     total = int(lens.sum() + 2 * len(samples))
     n_rows = total // seq_len
-    flat = np.empty(total, dtype=np.int64)
+    flat = np.empty(total, dtype=np.int32)
     content = np.ones(total, dtype=bool)
     content[starts] = False
     content[starts + lens + 1] = False
@@ -249,7 +253,7 @@ def pack_rows(samples: list[np.ndarray], seq_len: int) -> np.ndarray:
 
 def mask_tokens(rows: np.ndarray, rng: np.random.Generator, vocab_size: int, cfg: DataConfig
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """BERT masking, vectorized over a whole [rows, seq_len] array: (input_ids, labels).
+    """BERT masking, vectorized over a whole [rows, seq_len] array: (input_ids, labels), rows' dtype.
 
     One uniform draw u per token decides everything: u < p chooses the token for the loss, and
     within that, u < 0.8p -> <mask>, 0.8p <= u < 0.9p -> random non-special token, else unchanged.
@@ -263,7 +267,7 @@ def mask_tokens(rows: np.ndarray, rng: np.random.Generator, vocab_size: int, cfg
     to_mask = chosen & (u < p * cfg.mask_replace_prob)
     to_random = chosen & ~to_mask & (u < p * (cfg.mask_replace_prob + cfg.random_replace_prob))
     input_ids[to_mask] = MASK_ID
-    input_ids[to_random] = rng.integers(NUM_SPECIAL, vocab_size, size=int(to_random.sum()), dtype=np.int64)
+    input_ids[to_random] = rng.integers(NUM_SPECIAL, vocab_size, size=int(to_random.sum()), dtype=rows.dtype)
     return input_ids, labels
 
 
@@ -303,10 +307,21 @@ def _val_shard_rows(split: _Split, shard: ShardInfo, cfg: DataConfig) -> tuple[n
 
 
 def _batch(input_ids: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
-    # Rows are packed, so every position is a real token: attention_mask is all ones.
+    """What a worker sends: int32, 2 x 256 KiB for 128 x 512 (int64 + attention_mask would be 3x)."""
     return {"input_ids": torch.from_numpy(np.ascontiguousarray(input_ids)),
-            "labels": torch.from_numpy(np.ascontiguousarray(labels)),
-            "attention_mask": torch.ones(input_ids.shape, dtype=torch.int64)}
+            "labels": torch.from_numpy(np.ascontiguousarray(labels))}
+
+
+def _finish(batch: Any, pin_memory: bool) -> dict[str, torch.Tensor]:
+    """In the training process: int64 as the model's embedding and loss expect, and the attention
+    mask, all ones because rows are packed (every position is a real token)."""
+    if isinstance(batch, _Failure):
+        raise InputError(batch.message)
+    out = {"input_ids": batch["input_ids"].long(), "labels": batch["labels"].long()}
+    out["attention_mask"] = torch.ones_like(out["input_ids"])
+    if pin_memory:  # page-locked, so .to("cuda", non_blocking=True) overlaps the copy
+        out = {k: v.pin_memory() for k, v in out.items()}
+    return out
 
 
 class _Failure:
@@ -315,6 +330,21 @@ class _Failure:
 
     def __init__(self, message: str) -> None:
         self.message = message
+
+
+def _forward_errors(batches: Iterator[Any]) -> Iterator[Any]:
+    """Pass batches on; in a DataLoader worker, turn an InputError into a _Failure batch."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except InputError as e:
+            if get_worker_info() is None:
+                raise
+            yield _Failure(str(e))
+            return
+        yield batch  # outside the try: closing the generator here must not run the except clause
 
 
 def _worker() -> tuple[int, int]:
@@ -360,16 +390,33 @@ class _TrainStream(IterableDataset):
         # start_batch % W of the uninterrupted run: so DataLoader worker `wid` plays that role.
         logical = (wid + self.start_batch) % n_workers
         skip_batches = max(0, -(-(self.start_batch - logical) // n_workers))  # batches b < start, b % W == logical
-        try:
-            yield from self._batches(logical, n_workers, skip_batches * self.batch_size)
-        except InputError as e:
-            if get_worker_info() is None:
-                raise
-            yield _Failure(str(e))
+        yield from _forward_errors(self._batches(logical, n_workers, skip_batches * self.batch_size))
 
     def _batches(self, worker: int, n_workers: int, skip_rows: int) -> Iterator[dict[str, torch.Tensor]]:
-        cfg, shards = self.cfg, self.split.shards
+        """Batches from the worker's groups; the next group is read in a thread while this one is
+        served. A group (4 shards x 4096 samples, ~2.4M tokens) takes ~0.8 s to read at ~3M tokens/s;
+        read in line, the worker would hand out nothing for that long and stall the trainer."""
+        def load(item: tuple[int, list[int], int]) -> tuple[np.ndarray, np.ndarray]:
+            epoch, group, first_row = item
+            ids, labels = _train_group_rows(self.split, group, epoch, self.cfg)
+            return ids[first_row:], labels[first_row:]
+
+        plan = self._plan(worker, n_workers, skip_rows)
         batcher = _Batcher(self.batch_size)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="tinydnabert-read")
+        try:
+            ahead = pool.submit(load, next(plan))
+            while True:
+                current = ahead.result()  # re-raises the reader's InputError here
+                ahead = pool.submit(load, next(plan))
+                yield from batcher.add(*current)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _plan(self, worker: int, n_workers: int, skip_rows: int) -> Iterator[tuple[int, list[int], int]]:
+        """(epoch, group of shard indices, first row to use) of every group the worker reads, in
+        order, from its resume point on: groups wholly before it are skipped unread."""
+        cfg, shards = self.cfg, self.split.shards
         epoch = 0
         while True:
             mine = reader_shards(len(shards), cfg.seed, epoch, cfg.shuffle,
@@ -384,8 +431,7 @@ class _TrainStream(IterableDataset):
                 if skip_rows >= n:  # resume: skip the whole group unread
                     skip_rows -= n
                     continue
-                ids, labels = _train_group_rows(self.split, group, epoch, cfg)
-                yield from batcher.add(ids[skip_rows:], labels[skip_rows:])
+                yield epoch, group, skip_rows
                 skip_rows = 0
             epoch += 1
 
@@ -442,11 +488,11 @@ class TrainLoader:
         stream = _TrainStream(self.split, self.cfg, self.micro_batch_size, self.rank, self.world_size,
                               start_batch=self._position)
         nw = self.cfg.num_workers
-        loader = DataLoader(stream, batch_size=None, num_workers=nw, pin_memory=self.pin_memory,
-                            prefetch_factor=4 if nw else None, persistent_workers=False)
+        # prefetch 4 batches per worker: 4 x 512 KiB of shared memory each
+        loader = DataLoader(stream, batch_size=None, num_workers=nw, prefetch_factor=4 if nw else None,
+                            persistent_workers=False)
         for batch in loader:
-            if isinstance(batch, _Failure):
-                raise InputError(batch.message)
+            batch = _finish(batch, self.pin_memory)
             self._position += 1
             yield batch
 
@@ -494,13 +540,9 @@ class _ValStream(IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         wid, n_workers = _worker()
         cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        try:
-            for b in range(wid, self.n_batches, n_workers):
-                yield _batch(*self._rows(self.row0 + b * self.batch_size, self.batch_size, cache))
-        except InputError as e:
-            if get_worker_info() is None:
-                raise
-            yield _Failure(str(e))
+        yield from _forward_errors(
+            _batch(*self._rows(self.row0 + b * self.batch_size, self.batch_size, cache))
+            for b in range(wid, self.n_batches, n_workers))
 
     def _rows(self, start: int, count: int, cache: dict) -> tuple[np.ndarray, np.ndarray]:
         ids, labels = [], []
@@ -549,10 +591,8 @@ class ValLoader:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         nw = min(self.cfg.num_workers, self.num_batches)
-        for batch in DataLoader(self.stream, batch_size=None, num_workers=nw, pin_memory=self.pin_memory):
-            if isinstance(batch, _Failure):
-                raise InputError(batch.message)
-            yield batch
+        for batch in DataLoader(self.stream, batch_size=None, num_workers=nw):
+            yield _finish(batch, self.pin_memory)
 
 
 def build_val_loader(data_dir: str | Path, cfg: DataConfig, micro_batch_size: int,

@@ -1,0 +1,185 @@
+"""Data-pipeline throughput: tinydnabert.data (read, decode, pack, mask) vs the reference recipe's way.
+
+    python benchmarks/data_pipeline.py                      # preprocesses chr20 into a temp dir first
+    python benchmarks/data_pipeline.py --data SHARDS_DIR --workers 0 2 --batches 100 --repeats 3
+
+Measured in the same run on the same samples:
+  ours      build_train_loader: webdataset shards -> pack into full 512-token rows -> vectorized masking.
+  baseline  the reference recipe (HF run_mlm.py style): each segment one row "<s> ids </s>" padded to
+            512 (what tokenizer(padding="max_length") gives, pre-tokenized as `datasets.map` would, so
+            tokenization is NOT timed), batched by DataLoader with transformers'
+            DataCollatorForLanguageModeling(mlm_probability=0.15).
+"Real tokens" are non-padding positions: what the model learns from. "Positions" include padding:
+what the GPU computes on. Workers = 0 runs the pipeline in the measuring process, so its figure is
+the throughput of ONE worker; with W > 0 the figure is W DataLoader workers together (this machine
+has few cores, so W > cores measures nothing). Writes a table to stdout and JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from tinydnabert import formats
+from tinydnabert.common import atomic_write_json, data_dir
+from tinydnabert.data import (
+    DataConfig, build_train_loader, mask_tokens, pack_rows, read_shard,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PAD_ID = formats.SPECIAL_TOKENS.index("<pad>")
+
+
+def make_shards(fasta: Path, out: Path) -> Path:
+    from tinydnabert.preprocess import PreprocessConfig, run_preprocess
+
+    t = time.perf_counter()
+    run_preprocess(PreprocessConfig(fasta=[str(fasta)], out=str(out), seed=0, progress=False))
+    print(f"preprocessed {fasta.name} in {time.perf_counter() - t:.1f} s", flush=True)
+    return out
+
+
+def time_batches(batches: Iterable[dict[str, torch.Tensor]], n: int, warmup: int) -> dict[str, float]:
+    """Seconds for n batches after `warmup` (worker start-up and first shard reads excluded)."""
+    it = iter(batches)
+    for _ in range(warmup):
+        next(it)
+    real = positions = 0
+    t = time.perf_counter()
+    for _ in range(n):
+        b = next(it)
+        positions += b["input_ids"].numel()
+        real += int(b["attention_mask"].sum())
+    dt = time.perf_counter() - t
+    return {"seconds": dt, "real_tokens_per_s": real / dt, "positions_per_s": positions / dt,
+            "padding_fraction": 1 - real / positions}
+
+
+def ours(data: Path, cfg: DataConfig, batch: int) -> Iterable[dict[str, torch.Tensor]]:
+    return build_train_loader(data, cfg, micro_batch_size=batch)
+
+
+def baseline(data: Path, cfg: DataConfig, batch: int, n_samples: int) -> Iterable[dict[str, torch.Tensor]]:
+    """The reference recipe's loader over the same segments, one per row padded to seq_len."""
+    from transformers import DataCollatorForLanguageModeling
+
+    from tinydnabert.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(data)
+    examples: list[dict[str, list[int]]] = []
+    for path in formats.shard_paths(data, "train"):
+        for ids in read_shard(path)[1]:
+            row = [0, *ids.tolist(), 2][: cfg.seq_len]
+            pad = cfg.seq_len - len(row)
+            examples.append({"input_ids": row + [PAD_ID] * pad, "attention_mask": [1] * len(row) + [0] * pad})
+            if len(examples) >= n_samples:
+                break
+        if len(examples) >= n_samples:
+            break
+    collator = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=cfg.mlm_probability)
+
+    def forever():
+        while True:  # re-shuffled passes, like epochs
+            yield from torch.utils.data.DataLoader(examples, batch_size=batch, shuffle=True, drop_last=True,
+                                                   collate_fn=collator, num_workers=cfg.num_workers)
+    return forever()
+
+
+def stage_breakdown(data: Path, cfg: DataConfig) -> dict[str, float]:
+    """tokens/s of each step of ours, in-process, on the first train shard (median of 3)."""
+    path = formats.shard_paths(data, "train")[0]
+    vocab = formats.load_manifest(data)["tokenizer"]["vocab_size"]
+    out: dict[str, list[float]] = {"read+decode": [], "pack": [], "mask": []}
+    for rep in range(3):
+        t0 = time.perf_counter()
+        _, ids = read_shard(path)
+        t1 = time.perf_counter()
+        rows = pack_rows(ids, cfg.seq_len)
+        t2 = time.perf_counter()
+        mask_tokens(rows, np.random.default_rng(rep), vocab, cfg)
+        t3 = time.perf_counter()
+        for k, dt in zip(out, (t1 - t0, t2 - t1, t3 - t2)):
+            out[k].append(rows.size / dt)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, help="shards directory (output of `tinydnabert preprocess`); "
+                   "default: preprocess --fasta into a temporary directory")
+    p.add_argument("--fasta", type=Path, default=data_dir() / "genome" / "grch37_chr20.fa.gz",
+                   help="FASTA to preprocess when --data is not given")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, min(2, os.cpu_count() or 1)],
+                   help="DataLoader worker counts to measure (0 = in-process: one worker's throughput)")
+    p.add_argument("--micro-batch", type=int, default=128)
+    p.add_argument("--batches", type=int, default=60, help="timed batches per measurement")
+    p.add_argument("--warmup", type=int, default=4, help="untimed batches first")
+    p.add_argument("--repeats", type=int, default=3, help="measurements per configuration (median reported)")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "data_pipeline.json")
+    args = p.parse_args(argv)
+    # DataLoader workers run torch with one thread; the in-process (workers = 0) measurement must too,
+    # or the baseline's small tensor ops pay for thread hand-offs (4x slower on a 2-core machine).
+    torch.set_num_threads(1)
+
+    with tempfile.TemporaryDirectory(prefix="tinydnabert-bench-") as tmp:
+        data = args.data or make_shards(args.fasta, Path(tmp) / "shards")
+        manifest = formats.load_manifest(data)
+        train = manifest["splits"]["train"]
+        n_need = (args.warmup + args.batches) * args.micro_batch
+        results: dict[str, Any] = {"rows": []}
+        for w in args.workers:
+            cfg = DataConfig(num_workers=w)
+            for name in ("baseline", "ours"):
+                runs = []
+                for _ in range(args.repeats):
+                    src = ours(data, cfg, args.micro_batch) if name == "ours" else \
+                        baseline(data, cfg, args.micro_batch, n_need)
+                    runs.append(time_batches(src, args.batches, args.warmup))
+                row = {"pipeline": name, "workers": w,
+                       **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
+                       "real_tokens_per_s_runs": [r["real_tokens_per_s"] for r in runs]}
+                results["rows"].append(row)
+                print(f"  measured {name:8s} workers={w}: {row['real_tokens_per_s'] / 1e6:.2f} M real tokens/s",
+                      flush=True)
+        stages = stage_breakdown(data, DataConfig())
+
+    rows = results["rows"]
+    for w in args.workers:
+        b = next(r for r in rows if r["pipeline"] == "baseline" and r["workers"] == w)
+        o = next(r for r in rows if r["pipeline"] == "ours" and r["workers"] == w)
+        o["ratio_real_tokens_vs_baseline"] = o["real_tokens_per_s"] / b["real_tokens_per_s"]
+        o["ratio_positions_vs_baseline"] = o["positions_per_s"] / b["positions_per_s"]
+    results.update({
+        "data": str(args.data or f"{args.fasta} (preprocessed, default settings)"),
+        "train_tokens": train["tokens"], "train_samples": train["samples"],
+        "micro_batch": args.micro_batch, "seq_len": 512, "batches": args.batches, "repeats": args.repeats,
+        "stages_tokens_per_s_one_process": stages,
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+    })
+    print(f"\ndata-pipeline throughput: micro-batch {args.micro_batch} x 512, {args.batches} batches, "
+          f"median of {args.repeats}; {train['tokens']:,} train tokens in {len(train['shards'])} shards")
+    print(f"{'pipeline':<10}{'workers':>8}{'real tok/s':>14}{'positions/s':>14}{'padding':>9}{'ratio (real)':>14}")
+    for r in rows:
+        ratio = f"{r['ratio_real_tokens_vs_baseline']:.1f}x" if "ratio_real_tokens_vs_baseline" in r else ""
+        print(f"{r['pipeline']:<10}{r['workers']:>8}{r['real_tokens_per_s'] / 1e6:>12.2f} M"
+              f"{r['positions_per_s'] / 1e6:>12.2f} M{100 * r['padding_fraction']:>8.1f}%{ratio:>14}")
+    print("stages of ours in one process (tokens/s): "
+          + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in stages.items()))
+    atomic_write_json(args.out, results)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
