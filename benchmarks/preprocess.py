@@ -201,14 +201,15 @@ def phase_ref_tokenize(args, work: Path) -> dict:
         lines = f.read().splitlines()  # LineByLineTextDataset reads every line into memory
     step = max(1, len(lines) // args.slow_lines)
     sub = lines[::step][: args.slow_lines]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ids = [slow(line) for line in sub]
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
     fast = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
     same = all(a == b.ids for a, b in zip(ids, fast.encode_batch(sub)))
     sub_bp, all_bp = sum(map(len, sub)), sum(map(len, lines))
     return {"subsample_lines": len(sub), "subsample_bp": sub_bp, "subsample_s": dt, "all_lines": len(lines),
-            "all_bp": all_bp, "extrapolated_s": dt * all_bp / sub_bp, "ids_match_fast_tokenizer": same}
+            "all_bp": all_bp, "extrapolated_s": dt * all_bp / sub_bp,
+            "subsample_cpu_s": dc, "extrapolated_cpu_s": dc * all_bp / sub_bp, "ids_match_fast_tokenizer": same}
 
 
 PHASES = {
@@ -324,6 +325,10 @@ def main() -> int:
     print(f"CPU seconds (contention-proof): ours/tokenizer train {ot['train_cpu_s']:.1f}; ours/shards scan "
           f"{osh['scan_cpu_s']:.1f} + pass-2 main {osh['shard_main_cpu_s']:.1f} + workers {osh['shard_worker_cpu_s']:.1f}; "
           f"phase trees: " + ", ".join(f"{k} {v['process_cpu_s']:.1f}" for k, v in results.items()))
+    ours_cpu = osh["scan_cpu_s"] + osh["shard_main_cpu_s"] + osh["shard_worker_cpu_s"]
+    ref_cpu = rl["process_cpu_s"] + rk["extrapolated_cpu_s"]
+    print(f"segment+tokenize+shard in CPU seconds: ours {ours_cpu:.1f} ({mbp / ours_cpu:.2f} Mbp/s per core) vs ref "
+          f"{ref_cpu:.0f} (extrapolated) = {ref_cpu / ours_cpu:.0f}x less CPU")
     print(f"slow baseline ids == fast tokenizer ids on the subsample: {rk['ids_match_fast_tokenizer']}")
     summary = {
         "fasta": args.fasta, "mbp": mbp, "workers": args.workers, "cores": os.cpu_count(),
@@ -333,6 +338,7 @@ def main() -> int:
         "targets": {"shards_s<=30": osh["total_s"] <= 30, "train_s<=30": ot["train_s"] <= 30,
                     "peak_rss<=2GiB": max(ot["peak_rss_tree_mib"], osh["peak_rss_tree_mib"]) <= 2048},
         "speedup_shards_vs_ref": ref_tok_total / osh["total_s"],
+        "cpu_s_shards": {"ours": ours_cpu, "ref_extrapolated": ref_cpu, "ratio": ref_cpu / ours_cpu},
         "speedup_train_vs_ref": rt["train_s"] / ot["train_s"],
         "phases": results,
     }

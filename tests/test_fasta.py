@@ -162,3 +162,22 @@ def test_real_files_formats_and_counts(genome_dir):
     runs = acgt_runs(hg.seq)
     assert runs[0, 0] == 10_000  # starts with a 10 kb N run
     assert int((runs[:, 1] - runs[:, 0]).sum()) == count_acgt(hg.seq) == 2_323_275
+
+
+def test_acgt_runs_chunked_matches_scalar_reference():
+    """Runs crossing the 16 Mbp chunk boundaries (here: tiny chunks) are stitched correctly."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        seq = bytes(rng.choice(list(b"ACGTN"), size=int(rng.integers(0, 60)), p=[.2, .2, .2, .2, .2]).astype(np.uint8))
+        ref, i = [], 0
+        while i < len(seq):
+            if seq[i] != ord("N"):
+                j = i
+                while j < len(seq) and seq[j] != ord("N"):
+                    j += 1
+                ref.append([i, j])
+                i = j
+            else:
+                i += 1
+        for chunk in (1, 2, 7, 1 << 24):
+            assert acgt_runs(seq, chunk=chunk).tolist() == ref

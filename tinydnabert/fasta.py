@@ -152,9 +152,12 @@ def iter_records(paths: Iterable[str], keep_case: bool = False) -> Iterator[Reco
                                          "record names must be unique across all --fasta files")
                     seen[name] = path
                     seq = (entry.sequence or "").encode("ascii", "replace")
-                    del entry
+                    del entry  # drop pysam's str copy: one chromosome is held once, as bytes
                     validate_sequence(path, name, seq)
-                    yield Record(path, name, seq if keep_case else seq.upper())
+                    if not keep_case:
+                        seq = seq.upper()  # rebinding frees the mixed-case copy
+                    yield Record(path, name, seq)
+                    del seq
         except (OSError, ValueError) as e:
             # htslib reports a truncated or corrupt (BGZF) gzip stream as "unknown problem parsing".
             where = f"in or after record {name!r} (record {n})" if n else "before the first record"
@@ -166,18 +169,27 @@ def iter_records(paths: Iterable[str], keep_case: bool = False) -> Iterator[Reco
             raise InputError(f"{path}: no FASTA records found; expected '>name' header lines followed by sequence")
 
 
-def acgt_runs(seq: bytes, keep_case: bool = False) -> np.ndarray:
+def acgt_runs(seq: bytes, keep_case: bool = False, chunk: int = 1 << 24) -> np.ndarray:
     """Maximal A/C/G/T-only intervals of `seq` as an int64 array of shape (n_runs, 2): [start, end).
 
-    N, IUPAC codes (and, unless keep_case, nothing else: sequences are upper-cased first) split runs.
+    N and IUPAC codes split runs (and lower case too when keep_case is False and the caller did not
+    upper-case). Works in 16 Mbp chunks so the temporary masks stay ~50 MB even for a 248 Mbp chr1.
     """
     lut = _MIXED_LUT if keep_case else _UPPER_LUT
-    mask = lut[np.frombuffer(seq, np.uint8)]
-    if mask.size == 0:
+    arr = np.frombuffer(seq, np.uint8)
+    edges: list[np.ndarray] = []
+    prev = False
+    for off in range(0, len(arr), chunk):
+        mask = lut[arr[off:off + chunk]]
+        if mask[0] != prev:
+            edges.append(np.array([off], dtype=np.int64))
+        edges.append(np.flatnonzero(mask[1:] != mask[:-1]).astype(np.int64) + (off + 1))
+        prev = bool(mask[-1])
+    if prev:
+        edges.append(np.array([len(arr)], dtype=np.int64))
+    if not edges:
         return np.zeros((0, 2), dtype=np.int64)
-    # Run boundaries are where the mask changes; pad with False on both sides so every run closes.
-    edges = np.flatnonzero(np.diff(np.concatenate(([False], mask, [False])).view(np.int8)))
-    return edges.reshape(-1, 2).astype(np.int64)
+    return np.concatenate(edges).reshape(-1, 2)
 
 
 def count_acgt(seq: bytes) -> int:
