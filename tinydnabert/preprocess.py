@@ -181,6 +181,7 @@ def scan(cfg: PreprocessConfig, selector: RecordSelector) -> Scan:
                 sc.bases[split] += int(lengths[mask].sum())
             sc.records.append({"name": rec.name, "file": rec.path, "length": len(rec.seq),
                                "acgt_bases": seg_bases + segs.dropped_bases, "segments": len(segs),
+                               "dropped_bases": segs.dropped_bases,
                                "split": "val" if rec.name in val_names else ("train+val" if cfg.val_fraction else "train")})
             chosen = np.flatnonzero(~segs.val & (segs.tok_key < cfg.tokenizer_sample))
             for i in chosen.tolist():

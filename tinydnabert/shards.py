@@ -77,7 +77,8 @@ def write_shard(path: str | Path, samples: Sequence[ShardSample], ids: Sequence[
     body += b"\x00" * (-len(body) % _RECORD)
     with open(path, "wb") as f:
         f.write(body)
-    return {"name": path.name, "samples": len(samples), "bases": bases, "tokens": tokens}
+    return {"name": path.name, "samples": len(samples), "bases": bases, "tokens": tokens,
+            "bp_per_token": round(bases / tokens, 4) if tokens else None}
 
 
 def read_shard(path: str | Path) -> list[tuple[str, np.ndarray, dict]]:
