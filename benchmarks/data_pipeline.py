@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -49,33 +49,33 @@ def make_shards(fasta: Path, out: Path) -> Path:
     return out
 
 
-def time_batches(batches: Iterable[dict[str, torch.Tensor]], n: int, warmup: int) -> dict[str, float]:
-    """Seconds for n batches after `warmup` (worker start-up and first shard reads excluded)."""
-    it = iter(batches)
-    for _ in range(warmup):
-        next(it)
+def time_batches(make: Callable[[], Iterable[dict[str, torch.Tensor]]], n: int) -> dict[str, float]:
+    """Wall and CPU seconds for the first n batches, from building the loader on.
+
+    Start-up and the first shard reads are included on purpose: ours makes a worker's batches in
+    bursts (it reads a group of shards, then serves ~36 batches from memory while reading the next),
+    so timing from a warm start would count already-read groups as free. Over n = 200 batches
+    (~5 groups) that start-up is a few percent. CPU seconds are this process's: with workers = 0 they
+    are the whole pipeline's cost, independent of how busy the machine is.
+    """
     real = positions = 0
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
+    it = iter(make())
     for _ in range(n):
         b = next(it)
         positions += b["input_ids"].numel()
         real += int(b["attention_mask"].sum())
-    dt = time.perf_counter() - t
+    dt, dc = time.perf_counter() - t, time.process_time() - c
     return {"seconds": dt, "real_tokens_per_s": real / dt, "positions_per_s": positions / dt,
-            "padding_fraction": 1 - real / positions}
+            "padding_fraction": 1 - real / positions, "real_tokens_per_cpu_s": real / dc}
 
 
 def ours(data: Path, cfg: DataConfig, batch: int) -> Iterable[dict[str, torch.Tensor]]:
     return build_train_loader(data, cfg, micro_batch_size=batch)
 
 
-def baseline(data: Path, cfg: DataConfig, batch: int, n_samples: int) -> Iterable[dict[str, torch.Tensor]]:
-    """The reference recipe's loader over the same segments, one per row padded to seq_len."""
-    from transformers import DataCollatorForLanguageModeling
-
-    from tinydnabert.tokenizer import load_tokenizer
-
-    tok = load_tokenizer(data)
+def baseline_examples(data: Path, cfg: DataConfig, n_samples: int) -> list[dict[str, list[int]]]:
+    """The same segments as tokenizer(padding="max_length") returns them: one per row, padded."""
     examples: list[dict[str, list[int]]] = []
     for path in formats.shard_paths(data, "train"):
         for ids in read_shard(path)[1]:
@@ -86,8 +86,20 @@ def baseline(data: Path, cfg: DataConfig, batch: int, n_samples: int) -> Iterabl
                 break
         if len(examples) >= n_samples:
             break
-    collator = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=cfg.mlm_probability)
+    return examples
 
+
+def hf_collator(data: Path, cfg: DataConfig):
+    from transformers import DataCollatorForLanguageModeling
+
+    from tinydnabert.tokenizer import load_tokenizer
+
+    return DataCollatorForLanguageModeling(load_tokenizer(data), mlm=True, mlm_probability=cfg.mlm_probability)
+
+
+def baseline(examples: list[dict[str, list[int]]], collator, cfg: DataConfig, batch: int
+             ) -> Iterable[dict[str, torch.Tensor]]:
+    """The reference recipe's loader: shuffled DataLoader + HF MLM collator over padded rows."""
     def forever():
         while True:  # re-shuffled passes, like epochs
             yield from torch.utils.data.DataLoader(examples, batch_size=batch, shuffle=True, drop_last=True,
@@ -96,20 +108,20 @@ def baseline(data: Path, cfg: DataConfig, batch: int, n_samples: int) -> Iterabl
 
 
 def stage_breakdown(data: Path, cfg: DataConfig) -> dict[str, float]:
-    """tokens/s of each step of ours, in-process, on the first train shard (median of 3)."""
+    """Tokens per CPU-second of each step of ours, on the first train shard (median of 3)."""
     path = formats.shard_paths(data, "train")[0]
     vocab = formats.load_manifest(data)["tokenizer"]["vocab_size"]
     out: dict[str, list[float]] = {"read+decode": [], "pack": [], "mask": []}
     for rep in range(3):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         _, ids = read_shard(path)
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         rows = pack_rows(ids, cfg.seq_len)
-        t2 = time.perf_counter()
+        t2 = time.process_time()
         mask_tokens(rows, np.random.default_rng(rep), vocab, cfg)
-        t3 = time.perf_counter()
+        t3 = time.process_time()
         for k, dt in zip(out, (t1 - t0, t2 - t1, t3 - t2)):
-            out[k].append(rows.size / dt)
+            out[k].append(rows.size / max(dt, 1e-6))
     return {k: statistics.median(v) for k, v in out.items()}
 
 
@@ -122,29 +134,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[0, min(2, os.cpu_count() or 1)],
                    help="DataLoader worker counts to measure (0 = in-process: one worker's throughput)")
     p.add_argument("--micro-batch", type=int, default=128)
-    p.add_argument("--batches", type=int, default=60, help="timed batches per measurement")
-    p.add_argument("--warmup", type=int, default=4, help="untimed batches first")
+    p.add_argument("--batches", type=int, default=200, help="timed batches per measurement (a worker makes its batches in bursts, one group of shards at a time: time several groups)")
     p.add_argument("--repeats", type=int, default=3, help="measurements per configuration (median reported)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "data_pipeline.json")
     args = p.parse_args(argv)
     # DataLoader workers run torch with one thread; the in-process (workers = 0) measurement must too,
     # or the baseline's small tensor ops pay for thread hand-offs (4x slower on a 2-core machine).
     torch.set_num_threads(1)
+    load_start = os.getloadavg()[0]  # a busy machine slows every row alike; the ratios still hold
 
     with tempfile.TemporaryDirectory(prefix="tinydnabert-bench-") as tmp:
         data = args.data or make_shards(args.fasta, Path(tmp) / "shards")
         manifest = formats.load_manifest(data)
         train = manifest["splits"]["train"]
-        n_need = (args.warmup + args.batches) * args.micro_batch
+        n_need = args.batches * args.micro_batch
         results: dict[str, Any] = {"rows": []}
         for w in args.workers:
             cfg = DataConfig(num_workers=w)
             for name in ("baseline", "ours"):
                 runs = []
                 for _ in range(args.repeats):
-                    src = ours(data, cfg, args.micro_batch) if name == "ours" else \
-                        baseline(data, cfg, args.micro_batch, n_need)
-                    runs.append(time_batches(src, args.batches, args.warmup))
+                    if name == "ours":
+                        runs.append(time_batches(lambda: ours(data, cfg, args.micro_batch), args.batches))
+                    else:  # pre-tokenized outside the timing, as `datasets.map` caches it
+                        examples, collator = baseline_examples(data, cfg, n_need), hf_collator(data, cfg)
+                        runs.append(time_batches(lambda: baseline(examples, collator, cfg, args.micro_batch),
+                                                 args.batches))
                 row = {"pipeline": name, "workers": w,
                        **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
                        "real_tokens_per_s_runs": [r["real_tokens_per_s"] for r in runs]}
@@ -163,18 +178,22 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data or f"{args.fasta} (preprocessed, default settings)"),
         "train_tokens": train["tokens"], "train_samples": train["samples"],
         "micro_batch": args.micro_batch, "seq_len": 512, "batches": args.batches, "repeats": args.repeats,
-        "stages_tokens_per_s_one_process": stages,
+        "stages_tokens_per_cpu_s": stages,
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+                    "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "loadavg_1min_start_end": [load_start, os.getloadavg()[0]]},
     })
     print(f"\ndata-pipeline throughput: micro-batch {args.micro_batch} x 512, {args.batches} batches, "
-          f"median of {args.repeats}; {train['tokens']:,} train tokens in {len(train['shards'])} shards")
-    print(f"{'pipeline':<10}{'workers':>8}{'real tok/s':>14}{'positions/s':>14}{'padding':>9}{'ratio (real)':>14}")
+          f"median of {args.repeats}; {train['tokens']:,} train tokens in {len(train['shards'])} shards; "
+          f"{os.cpu_count()} cores, load {load_start:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(f"{'pipeline':<10}{'workers':>8}{'real tok/s':>14}{'positions/s':>14}{'padding':>9}"
+          f"{'ratio (real)':>14}{'real tok/CPU-s':>16}")
     for r in rows:
         ratio = f"{r['ratio_real_tokens_vs_baseline']:.1f}x" if "ratio_real_tokens_vs_baseline" in r else ""
+        cpu = f"{r['real_tokens_per_cpu_s'] / 1e6:.2f} M" if r["workers"] == 0 else "-"
         print(f"{r['pipeline']:<10}{r['workers']:>8}{r['real_tokens_per_s'] / 1e6:>12.2f} M"
-              f"{r['positions_per_s'] / 1e6:>12.2f} M{100 * r['padding_fraction']:>8.1f}%{ratio:>14}")
-    print("stages of ours in one process (tokens/s): "
+              f"{r['positions_per_s'] / 1e6:>12.2f} M{100 * r['padding_fraction']:>8.1f}%{ratio:>14}{cpu:>16}")
+    print("stages of ours (tokens per CPU-second): "
           + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in stages.items()))
     atomic_write_json(args.out, results)
     print(f"wrote {args.out}")
