@@ -5,7 +5,7 @@
 
 Panels (each drawn only when the run logged it): loss (train/loss and val/loss), val/mlm_accuracy,
 the learning-rate schedule (train/lr), gradient norm (train/grad_norm), and throughput
-(perf/tokens_per_sec, with perf/mfu on a second axis). The x axis is the optimizer step, the
+(perf/tokens_per_sec, with the median perf/mfu in its title). The x axis is the optimizer step, the
 training loop's only clock.
 
 Reading uses tensorboard's EventAccumulator on every directory under RUN/tensorboard that holds
@@ -121,16 +121,13 @@ def plot_run(cfg: PlotConfig) -> Path:
             else:
                 style = dict(marker="o", ms=3.5) if tag.startswith("val/") or not many else {}
                 ax.plot(steps, values, lw=1.6, label=label, color="C1" if tag.startswith("val/") else "C0", **style)
-        if title == "Throughput" and MFU_TAG in scalars:
-            twin = ax.twinx()
-            s, v = scalars[MFU_TAG]
-            # The trainer logs MFU as a fraction of peak FLOP/s (0.41 = 41%).
-            twin.plot(s, [100 * x for x in v], color="C2", lw=1.0, alpha=0.8, label="MFU")
-            twin.set_ylabel("MFU (%)", color="C2")
-            twin.tick_params(axis="y", colors="C2")
-            twin.set_ylim(bottom=0)
         if title == "Throughput":
             ax.set_ylim(bottom=0)  # from zero, so step-to-step jitter does not look like a collapse
+            if MFU_TAG in scalars:
+                # MFU is tokens/s times a constant (FLOPs per token / peak), so a second curve would
+                # only redraw this one; its median goes in the title. Logged as a fraction (0.41 = 41%).
+                mfu = sorted(scalars[MFU_TAG][1])
+                title = f"{title} (median MFU {100 * mfu[len(mfu) // 2]:.1f}%)"
         if logy and all(v > 0 for tag, _ in tags if tag in scalars for v in scalars[tag][1]):
             ax.set_yscale("log")
         ax.set_title(title)
@@ -147,6 +144,9 @@ def plot_run(cfg: PlotConfig) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a figure is for everyone who can read the run
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
