@@ -1,0 +1,271 @@
+"""NT benchmark: fine-tune the pretrained model AND the same architecture from scratch on each task.
+
+    python benchmarks/nt_benchmark.py --model RUN/export --tasks all --out benchmarks/results/nt
+    python benchmarks/nt_benchmark.py --model RUN/export --tasks gue/prom_300_tata,gue/H3 \
+        --steps 400 --batch-size 32 --warmup-steps 40 --eval-every 100 --seeds 3
+
+For every task: `scratch` (random weights, the pretrained model's config.json and tokenizer) and
+`pretrained` runs, each with `tinydnabert.finetune.run_finetune` under the same protocol and seeds,
+so the difference is pretraining alone. Runs already finished under OUT/runs/ are reused
+(resumable); a task whose data cannot be loaded (e.g. an NT task with the hub unreachable) is
+reported as skipped with the reason, and the rest go on.
+
+Writes OUT/nt_benchmark.{json,csv,md,png}: per task Scratch, Ours (test MCC mean ± sd over seeds),
+SOTA (and WHICH SOTA), gain over scratch and % of SOTA; summary means, medians and ratios.
+SOTA per task group:
+  nt_revised  -> reference_sota_mcc: best model in the NT paper, per the TinyDNABERT reference's result.csv
+  nt_original -> nt_ms_2_5b_mcc: NT Multispecies 2.5B (10-fold CV mean)
+  local tasks -> the figure of the NT task of the same kind, on OTHER data: indicative only (marked *)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tinydnabert.common import InputError, atomic_write_json, atomic_write_text
+from tinydnabert.finetune import RESULTS, FinetuneConfig, run_finetune
+from tinydnabert.tasks import Task, load_task_data, resolve_tasks
+
+REPO = Path(__file__).resolve().parents[1]
+KINDS = ("scratch", "pretrained")
+# Settings that must match for a finished run to be reused.
+PROTOCOL_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "weight_decay", "eval_every", "seed", "seeds",
+                 "val_fraction", "validation", "max_train_samples", "max_length")
+
+
+def sota_for(task: Task) -> tuple[float | None, str]:
+    """(value, label) of the SOTA column for a task."""
+    pub, src = task.published, task.published_for or ""
+    if not pub:
+        return None, "none published"
+    if src.startswith("nt_revised/") and "reference_sota_mcc" in pub:
+        value, label = pub["reference_sota_mcc"], f"best in NT paper ({src}, reference result.csv)"
+    else:
+        value, label = pub.get("nt_ms_2_5b_mcc"), f"NT-MS 2.5B ({src})"
+    if not task.comparable:
+        label += ", other data: indicative only"
+    return value, label
+
+
+def run_dir(out: Path, task: Task, kind: str) -> Path:
+    return out / "runs" / task.name.replace("/", "__") / kind
+
+
+def run_or_reuse(args: argparse.Namespace, task: Task, kind: str, out: Path) -> dict[str, Any]:
+    d = run_dir(out, task, kind)
+    cfg = FinetuneConfig(
+        model="scratch" if kind == "scratch" else args.model, scratch_from=args.model if kind == "scratch" else None,
+        task=task.name, out=str(d), seed=args.seed, seeds=args.seeds, steps=args.steps, batch_size=args.batch_size,
+        lr=args.lr, warmup_steps=args.warmup_steps, eval_every=args.eval_every, log_every=args.log_every,
+        max_train_samples=args.max_train_samples, device=args.device, cache_dir=args.cache_dir, overwrite=True)
+    if (d / RESULTS).is_file():
+        done = json.loads((d / "config.json").read_text())["finetune"]
+        diff = {k: (done.get(k), getattr(cfg, k)) for k in PROTOCOL_KEYS if done.get(k) != getattr(cfg, k)}
+        if diff:
+            raise InputError(f"{d}: finished under other settings {diff} (saved, asked); use another --out "
+                             f"or delete that run directory")
+        print(f"[skip] {task.name} {kind}: already done ({d / RESULTS})", flush=True)
+        return json.loads((d / RESULTS).read_text())
+    print(f"[run ] {task.name} {kind} -> {d}", flush=True)
+    return run_finetune(cfg)
+
+
+def fmt(mean: float | None, sd: float | None = None) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.3f}" + (f" ± {sd:.3f}" if sd else "")
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    done = [r for r in rows if r["status"] == "done"]
+    if not done:
+        return {"tasks_done": 0}
+    scratch = [r["scratch_mcc"] for r in done]
+    ours = [r["ours_mcc"] for r in done]
+    gains = [r["gain_over_scratch"] for r in done]
+    s: dict[str, Any] = {
+        "tasks_done": len(done),
+        "tasks_skipped": len(rows) - len(done),
+        "mean_scratch_mcc": statistics.fmean(scratch),
+        "mean_ours_mcc": statistics.fmean(ours),
+        "median_gain_over_scratch": statistics.median(gains),
+        "tasks_where_pretraining_helps": sum(g > 0 for g in gains),
+    }
+    m_s = s["mean_scratch_mcc"]
+    s["ours_over_scratch_ratio"] = s["mean_ours_mcc"] / m_s if m_s > 0 else None
+    with_sota = [r for r in done if r["sota_mcc"]]
+    if with_sota:
+        s["mean_pct_of_sota"] = statistics.fmean(r["pct_of_sota"] for r in with_sota)
+    return s
+
+
+def markdown(rows: list[dict[str, Any]], summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [
+        f"NT benchmark: `{meta['model']}`, {meta['steps']} steps × batch {meta['batch_size']}, "
+        f"{meta['seeds']} seed(s), test MCC mean ± sd over seeds; device {meta['device']}.",
+        "",
+        "| Task | Scratch | Ours | SOTA | gain over scratch | % of SOTA | SOTA is |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["status"] != "done":
+            lines.append(f"| {r['task']} | – | – | {fmt(r['sota_mcc'])} | – | – | skipped: {r['reason'][:80]} |")
+            continue
+        mark = "" if r["sota_comparable"] else "*"
+        pct = f"{r['pct_of_sota']:.1f}%{mark}" if r["pct_of_sota"] is not None else "–"
+        lines.append(f"| {r['task']} | {fmt(r['scratch_mcc'], r['scratch_sd'])} | {fmt(r['ours_mcc'], r['ours_sd'])} "
+                     f"| {fmt(r['sota_mcc'])}{mark} | {r['gain_over_scratch']:+.3f} | {pct} | {r['sota_source']} |")
+    if summary.get("tasks_done"):
+        ratio = summary.get("ours_over_scratch_ratio")
+        lines += ["", f"Mean over {summary['tasks_done']} task(s): scratch {summary['mean_scratch_mcc']:.3f}, "
+                      f"ours {summary['mean_ours_mcc']:.3f}"
+                      + (f" ({(ratio - 1) * 100:+.1f}% over scratch)" if ratio else "")
+                      + f"; median gain {summary['median_gain_over_scratch']:+.3f} MCC; pretraining helps on "
+                      f"{summary['tasks_where_pretraining_helps']}/{summary['tasks_done']}"
+                      + (f"; {summary['mean_pct_of_sota']:.1f}% of SOTA on average" if "mean_pct_of_sota" in summary
+                         else "") + "."]
+    if any(not r["sota_comparable"] for r in rows):
+        lines += ["", "\\* SOTA measured on a different dataset of the same kind of task (the NT version); "
+                      "indicative only, not a like-for-like comparison."]
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["status"] == "done"]
+    if not done:
+        return
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(done) + 2), 4.2), dpi=120)
+    x = list(range(len(done)))
+    w = 0.27
+    ax.bar([i - w for i in x], [r["scratch_mcc"] for r in done], w, yerr=[r["scratch_sd"] for r in done],
+           capsize=3, label="Scratch", color="#9e9e9e")
+    ax.bar(x, [r["ours_mcc"] for r in done], w, yerr=[r["ours_sd"] for r in done], capsize=3,
+           label="Ours (pretrained)", color="#1f77b4")
+    sota = [r["sota_mcc"] or 0.0 for r in done]
+    ax.bar([i + w for i in x], sota, w, label="SOTA (hatched: other data)", color="white", edgecolor="#d62728",
+           hatch=None)
+    for i, r in enumerate(done):
+        if r["sota_mcc"] and not r["sota_comparable"]:
+            ax.bar(i + w, r["sota_mcc"], w, color="white", edgecolor="#d62728", hatch="//")
+    ax.set_xticks(x, [r["task"] for r in done], rotation=15, ha="right", fontsize=8)
+    ax.set_ylabel("test MCC")
+    lo = min(0.0, *(r["scratch_mcc"] for r in done), *(r["ours_mcc"] for r in done))
+    ax.set_ylim(lo - 0.05 if lo < 0 else 0.0, 1.0)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not Path(args.model).exists():
+        raise InputError(f"{args.model}: model not found; pass the pretrained export directory (RUN/export)")
+    tasks = resolve_tasks(args.tasks)
+    out = Path(args.out)
+    rows: list[dict[str, Any]] = []
+    device = "?"
+    hub_error = ""
+    t0 = time.perf_counter()
+    for task in tasks:
+        sota, sota_src = sota_for(task)
+        row: dict[str, Any] = {"task": task.name, "benchmark": task.benchmark, "sota_mcc": sota,
+                               "sota_source": sota_src, "sota_comparable": task.comparable}
+        if not all((run_dir(out, task, k) / RESULTS).is_file() for k in KINDS):
+            try:  # data that cannot be had here (hub unreachable) skips the task, not the benchmark
+                if hub_error and task.hub_id and not task.local_path:
+                    raise InputError(f"skipped without retrying: {hub_error}")
+                load_task_data(task, cache_dir=args.cache_dir)
+            except InputError as e:
+                if "Hugging Face hub" in str(e) and not hub_error:
+                    hub_error = str(e)  # one unreachable hub is enough: don't wait on retries 36 times
+                print(f"[skip] {task.name}: {e}", flush=True)
+                rows.append({**row, "status": "skipped", "reason": str(e)})
+                continue
+        res = {kind: run_or_reuse(args, task, kind, out) for kind in KINDS}
+        device = res["pretrained"]["device"]
+        s, o = res["scratch"], res["pretrained"]
+        row.update({
+            "status": "done",
+            "scratch_mcc": s["test_mcc_mean"], "scratch_sd": s["test_mcc_sd"],
+            "ours_mcc": o["test_mcc_mean"], "ours_sd": o["test_mcc_sd"],
+            "scratch_seeds": [r["test_mcc"] for r in s["seeds"]], "ours_seeds": [r["test_mcc"] for r in o["seeds"]],
+            "gain_over_scratch": o["test_mcc_mean"] - s["test_mcc_mean"],
+            "pct_of_sota": 100.0 * o["test_mcc_mean"] / sota if sota else None,
+            "reference": {k: v for k, v in task.published.items() if k.startswith("reference_")},
+            "labels": o["labels"], "counts": o["counts"], "max_length": o["max_length"],
+            "runs": {k: str(run_dir(out, task, k)) for k in KINDS},
+        })
+        rows.append(row)
+    summary = summarize(rows)
+    meta = {"model": str(args.model), "tasks": args.tasks, "steps": args.steps, "batch_size": args.batch_size,
+            "warmup_steps": args.warmup_steps, "lr": args.lr, "seeds": args.seeds, "seed": args.seed,
+            "eval_every": args.eval_every, "max_train_samples": args.max_train_samples, "device": device,
+            "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
+            "sota_columns": {"nt_revised": "reference_sota_mcc (best in NT paper, reference result.csv)",
+                             "nt_original": "nt_ms_2_5b_mcc (NT Multispecies 2.5B)",
+                             "local": "the NT task of the same kind, on other data (indicative only)"}}
+    result = {"meta": meta, "summary": summary, "tasks": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "nt_benchmark.json", result)
+    buf = io.StringIO()
+    cols = ["task", "benchmark", "status", "scratch_mcc", "scratch_sd", "ours_mcc", "ours_sd", "sota_mcc",
+            "sota_source", "sota_comparable", "gain_over_scratch", "pct_of_sota"]
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "nt_benchmark.csv", buf.getvalue())
+    md = markdown(rows, summary, meta)
+    atomic_write_text(out / "nt_benchmark.md", md)
+    chart(rows, out / "nt_benchmark.png",
+          f"{Path(args.model).name}: test MCC, {args.steps} steps x {args.batch_size}, {args.seeds} seed(s)")
+    print(md, flush=True)
+    print(f"wrote {out}/nt_benchmark.{{json,csv,md,png}}", flush=True)
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="pretrained HF export directory (its config.json + tokenizer "
+                                                  "also define the scratch model)")
+    p.add_argument("--tasks", default="all", help="all, nt_revised, nt_original, local, or a comma-separated list")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "nt_benchmark"), help="output directory")
+    d = FinetuneConfig.__dataclass_fields__
+    for name in ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "seeds", "seed", "max_train_samples",
+                 "log_every"):
+        f = d[name]
+        p.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=f.default,
+                       help=f.metadata["help"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--cache-dir", default=None, help="datasets cache directory (hub tasks)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(parse_args(argv))
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Fine-tune a pretrained export (or the same architecture from scratch) on a classification task.
+
+    python launch/finetune.py --model RUN/export --task promoter_tata --out ft/promoter_tata
+    python launch/finetune.py --model scratch --scratch-from RUN/export --task gue/prom_300_tata --out ft/scratch
+    python launch/finetune.py --list-tasks
+
+The same as `tinydnabert finetune` (flags: `--help`). A plain torch loop on one device (cuda when
+available, bf16 autocast there; fp32 on CPU): fine-tuning needs no DeepSpeed.
+"""
+
+import argparse
+import sys
+
+from tinydnabert.common import InputError, eprint
+from tinydnabert.finetune import add_arguments, main
+
+
+def cli(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return main(args)
+    except InputError as e:
+        eprint(f"error: {e}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,217 @@
+"""Fine-tuning: a tiny pretrained export and "scratch" both fine-tune on a real task; MCC is
+scikit-learn's on the saved predictions; the loop learns; bad input fails cleanly through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinydnabert.common import InputError
+from tinydnabert.finetune import (FinetuneConfig, carve_validation, lr_lambda, read_predictions, run_finetune)
+
+QUICK = dict(steps=12, batch_size=16, warmup_steps=2, eval_every=6, log_every=6, max_train_samples=320,
+             eval_batch_size=256)
+
+
+def make_tiny_export(out: Path, genome_dir: Path, seed: int = 0) -> Path:
+    """A tiny "pretrained export": BPE (vocab 128) trained on real hg38 segments with the project's
+    tokenizer code, a 2-layer 32-wide RobertaForMaskedLM, save_pretrained + tokenizer in one dir
+    (the layout `tinydnabert export` writes)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see _one_thread
+    try:
+        return _make_tiny_export(out, genome_dir, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _make_tiny_export(out: Path, genome_dir: Path, seed: int) -> Path:
+    import pysam
+    import torch
+
+    from tinydnabert.model import ModelConfig, build_model
+    from tinydnabert.tokenizer import save_tokenizer, train_tokenizer
+
+    fa = pysam.FastaFile(str(genome_dir / "hg38_chr2_1-2333275.fa.gz"))
+    seq = fa.fetch("chr2", 20_000, 420_000).upper()
+    rng = np.random.default_rng(seed)
+    segs = []
+    for _ in range(300):
+        s = int(rng.integers(0, len(seq) - 1024))
+        segs.extend(p for p in seq[s:s + int(rng.integers(256, 1024))].split("N") if p)
+    tok = save_tokenizer(train_tokenizer(segs, vocab_size=128, min_frequency=2), out)
+    from tinydnabert.tokenizer import load_tokenizer
+
+    fast = load_tokenizer(tok)
+    cfg = ModelConfig.tiny(hidden_size=32, intermediate_size=64, max_position_embeddings=258).with_tokenizer(fast)
+    torch.manual_seed(seed + 1000)  # not the fine-tuning seeds: "scratch" must not start from these weights
+    model = build_model(cfg)
+    # A few MLM steps on real segments, so the export is (very briefly) pretrained, not a random init.
+    ids = [fast(s[:400])["input_ids"] for s in segs[:64]]
+    width = max(map(len, ids))
+    x = torch.tensor([r + [cfg.pad_token_id] * (width - len(r)) for r in ids])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(10):
+        mask = (torch.rand(x.shape, generator=g) < 0.15) & (x > 4)
+        labels = torch.where(mask, x, torch.full_like(x, -100))
+        model(input_ids=torch.where(mask, torch.full_like(x, 4), x), attention_mask=(x != cfg.pad_token_id).long(),
+              labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core CI box two spinning
+    OpenMP threads per process make steps 10-50x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+_EXPORTS: dict[str, Path] = {}
+
+
+def shared_tiny_export(tmp_path_factory, genome_dir: Path) -> Path:
+    """One tiny export per test session, shared with test_nt_benchmark (building one takes seconds)."""
+    if "export" not in _EXPORTS:
+        _EXPORTS["export"] = make_tiny_export(tmp_path_factory.mktemp("tiny") / "export", genome_dir)
+    return _EXPORTS["export"]
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory, genome_dir: Path) -> Path:
+    return shared_tiny_export(tmp_path_factory, genome_dir)
+
+
+def _mcc_from_predictions(out: Path, seed: int) -> float:
+    from sklearn.metrics import matthews_corrcoef
+
+    y, p = read_predictions(out / "predictions" / f"seed{seed}.csv")
+    return matthews_corrcoef(y, p)
+
+
+@pytest.mark.timeout(120)
+def test_pretrained_and_scratch_finetune_on_real_task(tiny_export: Path, tmp_path: Path):
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    outs = {}
+    for kind in ("pretrained", "scratch"):
+        cfg = FinetuneConfig(model=str(tiny_export) if kind == "pretrained" else "scratch",
+                             scratch_from=str(tiny_export) if kind == "scratch" else None,
+                             task="gue/prom_300_tata", out=str(tmp_path / kind), seeds=2, **QUICK)
+        res = run_finetune(cfg)
+        out = outs[kind] = tmp_path / kind
+        saved = json.loads((out / "results.json").read_text())
+        assert saved["model"]["kind"] == kind
+        assert saved["labels"] == [0, 1] and saved["label_ids"] == {"0": 0, "1": 1}
+        assert saved["counts"] == {"train": 288, "val": 32, "test": 613}   # 10% of 320 carved; test untouched
+        assert [s["seed"] for s in saved["seeds"]] == [0, 1]
+        for s in saved["seeds"]:
+            # the MCC in results is scikit-learn's on the saved test predictions
+            assert s["test_mcc"] == pytest.approx(_mcc_from_predictions(out, s["seed"]), abs=1e-12)
+            assert len(read_predictions(out / s["predictions"])[0]) == 613
+            assert s["best_step"] in (6, 12) and [h["step"] for h in s["history"]] == [6, 12]
+        assert saved["test_mcc_mean"] == pytest.approx(np.mean([s["test_mcc"] for s in saved["seeds"]]))
+        assert saved["max_length"] <= 256 and saved["truncated_sequences"] == 0
+        conf = json.loads((out / "config.json").read_text())
+        assert conf["finetune"]["steps"] == 12 and conf["derived"]["max_length"] == saved["max_length"]
+        assert res["test_mcc_mean"] == saved["test_mcc_mean"]
+    # scratch is the same architecture, not the same weights
+    from transformers import AutoModelForSequenceClassification
+
+    pre = AutoModelForMaskedLM.from_pretrained(str(tiny_export)).roberta.embeddings.word_embeddings.weight
+    torch.manual_seed(0)
+    from transformers import AutoConfig
+    scr = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(str(tiny_export), num_labels=2))
+    assert scr.roberta.embeddings.word_embeddings.weight.shape == pre.shape
+    assert not torch.allclose(scr.roberta.embeddings.word_embeddings.weight, pre)
+
+
+@pytest.mark.timeout(120)
+def test_the_loop_learns_a_separable_task_and_is_seeded(tiny_export: Path, tmp_path: Path):
+    """GC-rich vs AT-rich sequences: the classifier must get them right (the loop really trains),
+    and the same seed gives the same result."""
+    rng = np.random.default_rng(0)
+    d = tmp_path / "gc"
+    d.mkdir()
+    for split, n in (("train", 400), ("test", 200)):
+        rows = ["sequence,label"]
+        for i in range(n):
+            lab = i % 2
+            p = [0.1, 0.4, 0.4, 0.1] if lab else [0.4, 0.1, 0.1, 0.4]
+            rows.append("".join(rng.choice(list("ACGT"), size=120, p=p)) + f",{lab}")
+        (d / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    common = dict(model=str(tiny_export), task="gc_content", data=str(d), steps=40, batch_size=32,
+                  warmup_steps=4, eval_every=20, log_every=20, lr=2e-3)
+    a = run_finetune(FinetuneConfig(out=str(tmp_path / "a"), **common))
+    assert a["seeds"][0]["test_mcc"] > 0.8, a["seeds"][0]
+    assert a["task"]["name"] == "custom/gc_content"
+    b = run_finetune(FinetuneConfig(out=str(tmp_path / "b"), **common))
+    assert b["seeds"][0]["test_mcc"] == a["seeds"][0]["test_mcc"]
+    assert b["seeds"][0]["history"] == a["seeds"][0]["history"]
+
+
+def test_schedule_and_validation_carve():
+    f = lr_lambda(10, 100)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5) and f(100) == 0.0
+    y = np.array([0] * 90 + [1] * 10)
+    tr, va = carve_validation(y, 0.2, seed=3)
+    assert len(va) == 20 and not set(tr) & set(va) and len(tr) + len(va) == 100
+    assert y[va].sum() == 2                      # stratified: the 10% minority keeps its share
+    tr2, va2 = carve_validation(y, 0.2, seed=3)
+    assert (va == va2).all()                     # seeded
+    assert not (carve_validation(y, 0.2, seed=4)[1] == va).all()
+
+
+def test_config_validation():
+    with pytest.raises(InputError, match="--warmup-steps 500 must be in"):
+        FinetuneConfig(model="m", task="t", out="o", steps=100)
+    with pytest.raises(InputError, match="--model scratch needs --scratch-from"):
+        FinetuneConfig(model="scratch", task="t", out="o")
+
+
+def _cli(argv, capsys):
+    from tinydnabert.cli import main
+
+    code = main(["finetune", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_cli_bad_inputs_exit_nonzero_with_a_message(tiny_export: Path, tmp_path: Path, capsys):
+    out = tmp_path / "out"
+    base = ["--model", str(tiny_export), "--out", str(out), "--steps", "4", "--warmup-steps", "1"]
+    code, err = _cli([*base, "--task", "no_such_task"], capsys)
+    assert code == 2 and "error: unknown task 'no_such_task'" in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.csv").write_text("sequence,label\nACGT,0\nACGU,1\n")
+    (bad / "test.csv").write_text("sequence,label\nACGT,0\nACGT,1\n")
+    code, err = _cli([*base, "--task", "mine", "--data", str(bad)], capsys)
+    assert code == 2 and f"{bad / 'train.csv'}, line 3: character 'U'" in err
+    (bad / "train.csv").write_text("sequence,label\nACGT,0\nACGT\n")
+    code, err = _cli([*base, "--task", "mine", "--data", str(bad)], capsys)
+    assert code == 2 and "line 3: missing label" in err
+    (bad / "train.csv").write_text("sequence,label\nACGT,0\nACGA,1\n")
+    (bad / "test.csv").unlink()
+    code, err = _cli([*base, "--task", "mine", "--data", str(bad)], capsys)
+    assert code == 2 and "no test split" in err
+    code, err = _cli(["--model", str(tmp_path), "--task", "gue/H3", "--out", str(out), "--steps", "4",
+                      "--warmup-steps", "1"], capsys)
+    assert code == 2 and "neither an HF export" in err
+    code, err = _cli(["--model", "scratch", "--task", "gue/H3", "--out", str(out)], capsys)
+    assert code == 2 and "--scratch-from" in err
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))   # nothing half-written

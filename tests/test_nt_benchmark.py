@@ -1,0 +1,94 @@
+"""benchmarks/nt_benchmark.py: pretrained vs scratch on real tasks, table + JSON + CSV + PNG, resumable."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from test_finetune import _one_thread, shared_tiny_export  # noqa: F401 - fixture re-used
+
+from tinydnabert.common import InputError
+
+
+@pytest.fixture(scope="module")
+def bench(repo_root: Path):
+    spec = importlib.util.spec_from_file_location("nt_benchmark", repo_root / "benchmarks" / "nt_benchmark.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory, genome_dir: Path) -> Path:
+    return shared_tiny_export(tmp_path_factory, genome_dir)
+
+
+@pytest.mark.timeout(150)
+def test_benchmark_table_json_csv_png_and_resume(bench, export: Path, tmp_path: Path, monkeypatch, capsys):
+    import tinydnabert.tasks as tasks
+
+    calls = []
+
+    def unreachable(task, *a, **k):  # the hub, as on this machine: unreachable, and slow to say so
+        calls.append(task.name)
+        raise InputError(f"hf://datasets/{task.hub_id} (config {task.hub_config}): could not load from the "
+                         f"Hugging Face hub (ConnectionError)")
+
+    monkeypatch.setattr(tasks, "load_hub", unreachable)
+    out = tmp_path / "bench"
+    argv = ["--model", str(export), "--tasks", "gue/prom_300_tata,ienhancer/enhancers_types,promoter_tata,H3K27ac",
+            "--out", str(out), "--steps", "8", "--batch-size", "16", "--warmup-steps", "1", "--eval-every", "4",
+            "--log-every", "4", "--max-train-samples", "200", "--seeds", "2"]
+    assert bench.main(argv) == 0
+    assert calls == ["nt_revised/promoter_tata"]       # the second hub task is skipped without retrying
+    res = json.loads((out / "nt_benchmark.json").read_text())
+    rows = {r["task"]: r for r in res["tasks"]}
+    assert rows["nt_revised/promoter_tata"]["status"] == "skipped"
+    assert "Hugging Face hub" in rows["nt_revised/H3K27ac"]["reason"]
+    for name in ("gue/prom_300_tata", "ienhancer/enhancers_types"):
+        r = rows[name]
+        assert r["status"] == "done" and len(r["ours_seeds"]) == 2 and len(r["scratch_seeds"]) == 2
+        for kind, key in (("scratch", "scratch_mcc"), ("pretrained", "ours_mcc")):
+            run = json.loads((Path(r["runs"][kind]) / "results.json").read_text())
+            assert run["model"]["kind"] == kind and run["test_mcc_mean"] == r[key]
+        assert r["gain_over_scratch"] == pytest.approx(r["ours_mcc"] - r["scratch_mcc"])
+        assert r["sota_comparable"] is False                # local data: the NT figure is indicative only
+    assert rows["ienhancer/enhancers_types"]["labels"] == [0, 1, 2]
+    assert rows["gue/prom_300_tata"]["sota_mcc"] == 0.94
+    assert rows["gue/prom_300_tata"]["pct_of_sota"] == pytest.approx(100 * rows["gue/prom_300_tata"]["ours_mcc"] / 0.94)
+    assert res["summary"]["tasks_done"] == 2 and res["summary"]["tasks_skipped"] == 2
+    md = (out / "nt_benchmark.md").read_text()
+    assert "| Task | Scratch | Ours | SOTA | gain over scratch | % of SOTA | SOTA is |" in md
+    assert "best in NT paper (nt_revised/promoter_tata" in md and "other data" in md
+    with open(out / "nt_benchmark.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["task"] for r in table] == list(rows)
+    assert float(table[0]["ours_mcc"]) == pytest.approx(rows["gue/prom_300_tata"]["ours_mcc"])
+    png = (out / "nt_benchmark.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+    # Resumable: a rerun reuses every finished run (nothing retrained) and gives the same table.
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/results.json")}
+    assert len(mtimes) == 4
+    capsys.readouterr()
+    assert bench.main(argv) == 0
+    log = capsys.readouterr().out
+    assert log.count("already done") == 4 and "[run ]" not in log
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    again = json.loads((out / "nt_benchmark.json").read_text())
+    assert [r.get("ours_mcc") for r in again["tasks"]] == [r.get("ours_mcc") for r in res["tasks"]]
+
+    # ... but not under other settings, which would mix protocols in one table
+    assert bench.main([*argv[:-2], "--seeds", "3"]) == 2
+    assert "finished under other settings" in capsys.readouterr().err
+
+
+def test_benchmark_bad_inputs(bench, tmp_path: Path, capsys):
+    assert bench.main(["--model", str(tmp_path / "none"), "--tasks", "gue/H3", "--out", str(tmp_path / "o")]) == 2
+    assert "model not found" in capsys.readouterr().err
+    assert bench.main(["--model", str(tmp_path), "--tasks", "gue/nope", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown task 'gue/nope'" in capsys.readouterr().err
