@@ -196,3 +196,22 @@ def test_synthetic_crlf_iupac_keep_case(tmp_path):
         assert n > 50
         acgt = sum(seq.upper().count(c) for c in "ACGT") + 23
         assert m["input_acgt_bases"] == acgt
+
+
+def test_primary_preset_and_tokenizer_cap(tmp_path):
+    """--records primary drops alt/random/chrUn records (counted); the tokenizer sample respects its cap."""
+    rng = np.random.default_rng(1)
+    names = ["chr1", "chr1_KI270706v1_random", "chrUn_GL000195v1", "chr6_GL000250v2_alt", "chrX", "chr10"]
+    seqs = {n: "".join(rng.choice(list("ACGT"), size=3000)) for n in names}
+    path = tmp_path / "mini.fa"
+    path.write_text("".join(f">{n} some text\n{s}\n" for n, s in seqs.items()))
+    m = run_preprocess(PreprocessConfig(
+        fasta=[str(path)], out=str(tmp_path / "o"), records="primary", vocab_size=64, min_frequency=1,
+        min_len=64, max_len=128, tokenizer_sample=1.0, tokenizer_max_bases=2000, val_fraction=0.1,
+        min_shards=2, workers=1, progress=False))
+    assert [r["name"] for r in m["records"]] == ["chr1", "chrX", "chr10"]
+    assert m["excluded_records"] == ["chr1_KI270706v1_random", "chrUn_GL000195v1", "chr6_GL000250v2_alt"]
+    assert m["dropped"]["excluded_record_bases"] == 9000 and m["input_acgt_bases"] == 18000
+    assert 2000 <= m["tokenizer"]["trained_on"]["bases"] < 2000 + 128
+    got = {meta["record"] for split in ("train", "val") for _, _, meta in all_samples(tmp_path / "o", split)}
+    assert got == {"chr1", "chrX", "chr10"}
