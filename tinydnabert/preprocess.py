@@ -228,6 +228,7 @@ class _Done:
     def result(self) -> dict:
         return self.value
 
+
 _WORKER_TOKENIZER = None
 
 
@@ -322,8 +323,10 @@ def write_shards(cfg: PreprocessConfig, selector: RecordSelector, sc: Scan, out:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     for split in SPLITS:  # pass 2 must reproduce pass 1 exactly
-        assert seen[split] == sc.counts[split], (split, seen[split], sc.counts[split])
-        assert len(results[split]) == n_shards[split], (split, len(results[split]), n_shards[split])
+        if seen[split] != sc.counts[split] or len(results[split]) != n_shards[split]:
+            raise InputError(f"{', '.join(cfg.fasta)}: the input changed while it was being read ({split}: "
+                             f"{sc.counts[split]} segments in pass 1, {seen[split]} in pass 2); "
+                             "do not modify the FASTA files during preprocessing, then re-run")
     return {s: [results[s][i] for i in range(n_shards[s])] for s in SPLITS}
 
 
