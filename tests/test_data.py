@@ -241,6 +241,11 @@ def test_val_is_fixed_and_equal_per_rank(synth):
     assert same_batches(list(with2), runs[1])  # worker count does not change the set
     capped = build_val_loader(synth, cfg(val_batches=2), micro_batch_size=4)
     assert len(list(capped)) == 2
+    # a val split smaller than one micro-batch per rank: one smaller batch per rank, not an error
+    rows = sum(b["input_ids"].shape[0] for b in build_val_loader(synth, c, micro_batch_size=1))
+    small = [build_val_loader(synth, c, micro_batch_size=10_000, rank=r, world_size=3) for r in range(3)]
+    assert [len(v) for v in small] == [1, 1, 1]
+    assert [next(iter(v))["input_ids"].shape[0] for v in small] == [rows // 3] * 3
 
 
 # --------------------------------------------------------------------------- bad input

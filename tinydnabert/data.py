@@ -1,19 +1,19 @@
 """Pretraining input: stream WebDataset shards, pack segments into full rows, mask for MLM.
 
-How a batch is made (all of it in DataLoader worker processes, numpy on whole shards):
+How a batch is made (all of it in DataLoader worker processes, numpy on whole groups of shards):
 
     DIR/train/shard-*.tar --(rank r of R, worker w of W: its own shards)--> samples (ids.u16)
-      -> shuffle the samples of the shard -> "<s> ids </s>" for each -> concatenate
+      -> shuffle the samples of a group of shards -> "<s> ids </s>" for each -> concatenate
       -> cut into rows of seq_len tokens (no padding: every position is a real token)
       -> mask 15% of the non-special tokens (80% <mask>, 10% random token, 10% unchanged)
       -> micro-batches {input_ids, labels, attention_mask}, each [micro_batch, seq_len] int64
 
-Packing: a 256-1024 bp segment is ~60-235 tokens at ~4.35 bp/token, so a 512-token row holds
-2-8 segments and the reference recipe's "one segment per row, padded to 512" spends ~70% of its
-compute on padding. Attention crosses segment boundaries inside a row (RoBERTa's FULL-SENTENCES
+Packing: a 256-1024 bp segment is ~60-235 tokens at ~4.38 bp/token, so a 512-token row holds
+2-8 segments, while the reference recipe's "one segment per row, padded to 512" spends 71% of its
+compute on padding (chr20, benchmarks/data_pipeline.py). Attention crosses segment boundaries inside a row (RoBERTa's FULL-SENTENCES
 packing); the <s> ... </s> around every segment mark where one ends.
 
-The stream is a pure function of (seed, epoch, shard), which gives exact resume cheaply:
+The stream is a pure function of (seed, epoch, shard group), which gives exact resume cheaply:
   * epoch e: shard order = permutation(seed, e); rank r reads order[r::R] and its worker w reads
     those[w::W] (the same slicing as webdataset.split_by_node / split_by_worker);
   * a worker reads its shards `mix_shards` at a time (a group) and shuffles the group's samples
@@ -565,7 +565,12 @@ class _ValStream(IterableDataset):
 
 
 class ValLoader:
-    """The fixed validation set of one rank: the same micro-batches, in the same order, every time."""
+    """The fixed validation set of one rank: the same micro-batches, in the same order, every time.
+
+    Every rank gets floor(val rows / (micro x world)) micro-batches (at most cfg.val_batches). A val
+    split smaller than one micro-batch per rank (chr20 at 1%: ~270 rows, vs 128 x 8 ranks) is served
+    in smaller batches, one per rank (`micro_batch_size` attribute), rather than refused.
+    """
 
     def __init__(self, data_dir: str | Path, cfg: DataConfig, micro_batch_size: int,
                  rank: int = 0, world_size: int = 1, pin_memory: bool | None = None) -> None:
@@ -573,15 +578,15 @@ class ValLoader:
             raise InputError(f"rank {rank} is outside world size {world_size}")
         check_tokenizer(data_dir)
         self.split = _load_split(data_dir, "val")
-        self.cfg, self.micro_batch_size = cfg, micro_batch_size
         total = sum(rows_in_shard(s.samples, s.tokens, cfg.seq_len) for s in self.split.shards)
+        if total < world_size:
+            raise InputError(f"{Path(data_dir) / 'val'}: {total} packed {cfg.seq_len}-token rows, fewer than "
+                             f"one per rank ({world_size} ranks); re-run preprocess with a larger --val-fraction")
+        micro_batch_size = min(micro_batch_size, total // world_size)
+        self.cfg, self.micro_batch_size = cfg, micro_batch_size
         per_rank = total // (micro_batch_size * world_size)  # equal for every rank; the rest unused
         if cfg.val_batches:
             per_rank = min(per_rank, cfg.val_batches)
-        if per_rank == 0:
-            raise InputError(f"{Path(data_dir) / 'val'}: {total} packed {cfg.seq_len}-token rows, fewer than "
-                             f"one micro-batch of {micro_batch_size} per rank x {world_size} ranks; re-run "
-                             f"preprocess with a larger --val-fraction or use a smaller micro batch")
         self.num_batches = per_rank
         self.stream = _ValStream(self.split, cfg, micro_batch_size, rank * per_rank * micro_batch_size, per_rank)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
