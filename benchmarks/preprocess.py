@@ -6,7 +6,7 @@
 Every phase runs in its own subprocess; the parent polls the RSS of that process *and all its
 children* (psutil) every 20 ms, so "peak RSS" is the real footprint of the phase, worker pools
 included (and is cross-checked against getrusage(RUSAGE_CHILDREN).ru_maxrss, the largest single
-process). Phases:
+process, reported by each phase for itself). Phases:
 
   ours/tokenizer   scan (read + segment + seeded 1/10 sample) and BPE training       [target <= 30 s]
   ours/shards      scan + tokenize (encode_batch) + write WebDataset shards            [target <= 30 s]
@@ -258,8 +258,7 @@ def run_phase(name: str, args, work: Path) -> dict:
     # CPU seconds of the phase's whole process tree (workers are reaped by their pool, so their
     # time is included): a contention-proof measure on a shared machine, where wall time is not.
     res.update(process_wall_s=wall, process_cpu_s=(ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
-               peak_rss_tree_mib=peak / 2**20,
-               max_single_rss_mib=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+               peak_rss_tree_mib=peak / 2**20)
     return res
 
 
@@ -286,6 +285,9 @@ def main() -> int:
     if args.child:
         work = Path(args.work)
         res = PHASES[args.child](args, work)
+        # Cross-check for the parent's psutil tree peak: the largest single process of this phase.
+        res["self_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        res["children_maxrss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         (work / (args.child.replace("/", "_") + ".json")).write_text(json.dumps(res))
         return 0
 

@@ -22,8 +22,8 @@ from .formats import SPECIAL_TOKENS, TOKENIZER_DIR, TOKENIZER_FILE
 BOS, PAD, EOS, UNK, MASK = SPECIAL_TOKENS
 
 
-def build_untrained(alphabet: str = "ACGT"):
-    """An empty BPE tokenizer and its trainer settings, shared by training and tests."""
+def build_untrained():
+    """An empty BPE tokenizer with its decoder (no normalizer, no pre-tokenizer)."""
     from tokenizers import Tokenizer, decoders, models
 
     tok = Tokenizer(models.BPE(unk_token=UNK))
@@ -36,7 +36,7 @@ def train_tokenizer(sequences: Iterable[str], vocab_size: int = 1024, min_freque
     """Train the BPE tokenizer on an iterable of segment strings; returns a `tokenizers.Tokenizer`."""
     from tokenizers import processors, trainers
 
-    tok = build_untrained(alphabet)
+    tok = build_untrained()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=list(alphabet), show_progress=show_progress,
