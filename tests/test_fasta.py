@@ -121,6 +121,7 @@ def test_check_fasta_file_rejects(tmp_path, data, match):
     (b">r1\nAC*GT\n", r"record 'r1', position 3: invalid character '\*'"),
     (b">r1\nACGT\nAC-GT\n", r"record 'r1', position 7: invalid character '-'"),
     (b">r1\nAC GT\n", r"position 3: invalid character ' '"),
+    (b">r1\nACGT\n>\nACGT\n", r"record 2: header '>' with no name"),
 ])
 def test_iter_records_rejects_bad_sequence(tmp_path, data, match):
     p = write(tmp_path / "bad.fa.gz", data, gz=True)

@@ -147,6 +147,8 @@ def iter_records(paths: Iterable[str], keep_case: bool = False) -> Iterator[Reco
                 for entry in fx:
                     n += 1
                     name = entry.name
+                    if not name:
+                        raise InputError(f"{path}, record {n}: header '>' with no name; give every record a name")
                     if name in seen:
                         raise InputError(f"{path}, record {name!r}: duplicate record name (also in {seen[name]}); "
                                          "record names must be unique across all --fasta files")
