@@ -64,14 +64,18 @@ def test_bad_fasta(tmp_path, capsys, case):
     assert_clean(tmp_path, out)
 
 
-def test_truncated_gzip_second_file(tmp_path, capsys, genome_dir):
-    """A truncated BGZF file after a good one: the whole run fails, nothing is left."""
-    raw = (genome_dir / HG38).read_bytes()
+@pytest.mark.parametrize("source,cut,needle", [
+    (HG38, 3, "'chr2'"),                    # BGZF: htslib fails mid-record
+    ("lambda_phage.fa.gz", 2, "truncated"),  # plain gzip: fails in the first 64 KiB
+])
+def test_truncated_gzip_second_file(tmp_path, capsys, genome_dir, source, cut, needle):
+    """A truncated file after a good one: the whole run fails, nothing is left."""
+    raw = (genome_dir / source).read_bytes()
     bad = tmp_path / "cut.fa.gz"
-    bad.write_bytes(raw[: len(raw) // 3])
+    bad.write_bytes(raw[: len(raw) // cut])
     out = tmp_path / "out"
-    rc, err = run_cli(["--fasta", str(genome_dir / "lambda_phage.fa.gz"), str(bad), "--out", str(out), *SMALL], capsys)
-    assert rc == 2 and str(bad) in err and "truncated or corrupt" in err and "'chr2'" in err
+    rc, err = run_cli(["--fasta", str(genome_dir / "human_chrM.fa.gz"), str(bad), "--out", str(out), *SMALL], capsys)
+    assert rc == 2 and str(bad) in err and "truncated or corrupt" in err and needle in err, err
     assert_clean(tmp_path, out)
 
 
