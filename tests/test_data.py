@@ -272,6 +272,10 @@ def test_corrupt_shard_is_named_not_hung(synth, num_workers):
     loader = build_train_loader(synth, cfg(shuffle=False, num_workers=num_workers), micro_batch_size=2)
     with pytest.raises(InputError, match=str(bad).replace("-", r"\-")):
         take(loader, 10_000)
+    bad_val = synth / "val" / formats.shard_name(1)
+    bad_val.write_bytes(bad.read_bytes())  # a val shard that is corrupt AND disagrees with the manifest
+    with pytest.raises(InputError, match="val/shard-000001.tar"):
+        list(build_val_loader(synth, cfg(num_workers=num_workers), micro_batch_size=2))
 
 
 def test_truncated_and_missing_shards(synth):
