@@ -79,14 +79,15 @@ class DataConfig:
     num_workers: int = field(default=4, metadata={
         "help": "DataLoader worker processes per rank (0 = in the training process). Each reads "
                 "its own shards, so world_size x max(1, num_workers) must not exceed the number "
-                "of train shards. One worker packs and masks >1M tokens/s; 4 feed an H100 at ~45 percent MFU"})
+                "of train shards. A worker makes ~3.5M tokens per CPU-second, so 4 feed an H100 "
+                "(~3.3M tokens/s at 45 percent MFU) with room to spare"})
     mix_shards: int = field(default=4, metadata={
         "help": "shards a worker reads together, shuffling their samples across them (shards are "
                 "contiguous genome regions; more = more diverse batches, more worker memory)"})
     seed: int = field(default=0, metadata={
         "help": "seed of the shard order, the sample order in a shard and the masks"})
     shuffle: bool = field(default=True, metadata={
-        "help": "shuffle shard order every epoch and samples within each shard"})
+        "help": "shuffle the shard order every epoch and the samples within each group of shards"})
     val_batches: int = field(default=0, metadata={
         "help": "validation micro-batches per rank (0 = all full batches of DIR/val); "
                 "the same rows and masks at every evaluation"})
