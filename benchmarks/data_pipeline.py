@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[0, min(2, os.cpu_count() or 1)],
                    help="DataLoader worker counts to measure (0 = in-process: one worker's throughput)")
     p.add_argument("--micro-batch", type=int, default=128)
-    p.add_argument("--batches", type=int, default=200, help="timed batches per measurement (a worker makes its batches in bursts, one group of shards at a time: time several groups)")
+    p.add_argument("--batches", type=int, default=200, help="timed batches per measurement (a worker makes "
+                   "its batches in bursts, one group of shards at a time: time several groups)")
     p.add_argument("--repeats", type=int, default=3, help="measurements per configuration (median reported)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "data_pipeline.json")
     args = p.parse_args(argv)

@@ -10,8 +10,8 @@ How a batch is made (all of it in DataLoader worker processes, numpy on whole gr
 
 Packing: a 256-1024 bp segment is ~60-235 tokens at ~4.38 bp/token, so a 512-token row holds
 2-8 segments, while the reference recipe's "one segment per row, padded to 512" spends 71% of its
-compute on padding (chr20, benchmarks/data_pipeline.py). Attention crosses segment boundaries inside a row (RoBERTa's FULL-SENTENCES
-packing); the <s> ... </s> around every segment mark where one ends.
+compute on padding (chr20, benchmarks/data_pipeline.py). Attention crosses segment boundaries inside
+a row (RoBERTa's FULL-SENTENCES packing); the <s> ... </s> around every segment mark where one ends.
 
 The stream is a pure function of (seed, epoch, shard group), which gives exact resume cheaply:
   * epoch e: shard order = permutation(seed, e); rank r reads order[r::R] and its worker w reads
@@ -120,7 +120,8 @@ def check_tokenizer(data_dir: str | Path, tokenizer_dir: str | Path | None = Non
     tokenizer_dir = Path(data_dir) / formats.TOKENIZER_DIR if tokenizer_dir is None else Path(tokenizer_dir)
     expected = (manifest.get("tokenizer") or {}).get("sha256")
     if not expected:
-        raise InputError(f"{Path(data_dir) / formats.MANIFEST}: no tokenizer.sha256; re-run `tinydnabert preprocess`")
+        raise InputError(f"{Path(data_dir) / formats.MANIFEST}: no tokenizer.sha256; "
+                         f"re-run `tinydnabert preprocess`")
     actual = formats.tokenizer_fingerprint(tokenizer_dir)
     if actual != expected:
         raise InputError(
