@@ -1,0 +1,31 @@
+"""Pretrain the reference TinyDNABERT (RoBERTa MLM) on preprocessed shards under DeepSpeed.
+
+    deepspeed launch/pretrain.py --deepspeed_config ds_configs/zero1.json --data DIR --out RUN
+    deepspeed --num_gpus 2 launch/pretrain.py --deepspeed_config ds_configs/zero1.json --data DIR --out RUN
+    deepspeed --hostfile hostfile launch/pretrain.py --deepspeed_config ds_configs/zero1.json --data DIR --out RUN
+    deepspeed --num_gpus 2 launch/pretrain.py --deepspeed_config ds_configs/zero1-cpu-fp32.json ...   # no GPU
+    ... --out RUN --resume            # continue RUN from its latest complete checkpoint
+
+Batch size, precision, optimizer, LR schedule and clipping come only from the JSON; `--help` lists the rest.
+"""
+
+import argparse
+import sys
+
+from tinydnabert.common import InputError, eprint
+from tinydnabert.train import add_arguments, main
+
+
+def cli(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return main(args)
+    except InputError as e:
+        eprint(f"error: {e}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
