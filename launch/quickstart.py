@@ -89,16 +89,17 @@ PRESETS: dict[str, Preset] = {
         pretrain_steps=30, eval_interval=15, log_interval=5, val_batches=4,
         finetune_steps=20, finetune_batch=16, finetune_max_train=512,
         budgets=dict(genome=1, preprocess=5, pretrain=30, export=8, finetune=50, report=8)),
-    # The 15-minute demo on 2 CPU cores: all of GRCh37 chr20 (59.5 Mbp), the reference tokenizer
-    # settings, a 4-layer 128-wide model (the reference's 512x6 runs ~1.5k tok/s here: too slow to
-    # learn anything in minutes). 32 x 256 tokens per step.
+    # The 15-minute demo on 2 CPU cores: all of GRCh37 chr20 (59.5 Mbp) with the reference tokenizer
+    # settings, then a 4-layer 128-wide model (the reference 512x6 model trains at ~1.5k tok/s here:
+    # nothing would be learned in minutes) for 200 steps of 16 x 256 tokens (0.8M tokens), and
+    # 100 fine-tuning steps of 16 per task and kind.
     "cpu": Preset(
         name="cpu", vocab_size=1024, min_frequency=4, samples_per_shard=2048, val_fraction=0.01,
-        ds_base="zero1-cpu-fp32.json", train_batch=32, micro_batch=16, peak_lr=1e-3, seq_len=256,
+        ds_base="zero1-cpu-fp32.json", train_batch=16, micro_batch=16, peak_lr=1e-3, seq_len=256,
         model=dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512),
-        pretrain_steps=250, eval_interval=50, log_interval=10, val_batches=16,
-        finetune_steps=150, finetune_batch=32, finetune_max_train=0,
-        budgets=dict(genome=1, preprocess=40, pretrain=420, export=10, finetune=300, report=10)),
+        pretrain_steps=200, eval_interval=50, log_interval=10, val_batches=8,
+        finetune_steps=100, finetune_batch=16, finetune_max_train=0,
+        budgets=dict(genome=1, preprocess=40, pretrain=330, export=10, finetune=270, report=10)),
     # One GPU: the reference model, precision and tokens per step (128 x 512, bf16), a short run.
     "gpu": Preset(
         name="gpu", vocab_size=1024, min_frequency=4, samples_per_shard=4096, val_fraction=0.01,
@@ -319,21 +320,33 @@ class Quickstart:
         if p.is_file():
             return p, "the shared real data"
         from tinydnabert.download import DEFAULT_SMALL, GENOMES
-        local = data_dir() / "genome" / GENOMES[DEFAULT_SMALL].filename
+        local = self.download_dir() / GENOMES[DEFAULT_SMALL].filename
         if local.is_file():
             return local, f"an earlier `tinydnabert download {DEFAULT_SMALL}`"
-        return None, f"not found: {p}; downloading {DEFAULT_SMALL}"
+        return None, f"{p} is not here; fetching UCSC hg38 chr21 instead"
+
+    @staticmethod
+    def download_dir() -> Path:
+        """Where a fetched genome goes: beside the shared data if that is writable (so the next run
+        and `tinydnabert download`'s default find it), else a user cache; never inside OUT, which
+        a rerun replaces."""
+        shared = data_dir() / "genome"
+        if os.access(shared if shared.is_dir() else data_dir(), os.W_OK):
+            return shared
+        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tinydnabert" / "genome"
 
     def stage_genome(self) -> None:
         path, why = self.pick_fasta()
         if path is None:
             from tinydnabert.download import DEFAULT_SMALL
             self.log(why)
-            run_command([*tool("tinydnabert"), "download", DEFAULT_SMALL], self.log, self.env)
+            run_command([*tool("tinydnabert"), "download", DEFAULT_SMALL, "--out", rel(self.download_dir())],
+                        self.log, self.env)
             path, why = self.pick_fasta()
-            assert path is not None
+            if path is None:
+                raise StageFailed(f"`tinydnabert download {DEFAULT_SMALL}` finished but wrote no file")
         self.fasta = path
-        self.log(f"genome: {path} ({path.stat().st_size / 1e6:.1f} MB, from {why})")
+        self.log(f"genome: {rel(path)} ({path.stat().st_size / 1e6:.1f} MB, from {why})")
 
     # -- commands ------------------------------------------------------------------------
     def cmd_preprocess(self) -> list[str]:
@@ -384,7 +397,7 @@ class Quickstart:
                 "--model", rel(self.export_dir), "--tasks", self.cfg.tasks,
                 "--steps", str(p.finetune_steps), "--batch-size", str(p.finetune_batch),
                 "--warmup-steps", str(max(1, p.finetune_steps // 10)),
-                "--eval-every", str(max(1, p.finetune_steps // 3)), "--log-every", str(max(1, p.finetune_steps // 3)),
+                "--eval-every", str(max(1, p.finetune_steps // 2)), "--log-every", str(max(1, p.finetune_steps // 4)),
                 "--max-train-samples", str(p.finetune_max_train),
                 "--seed", str(self.cfg.seed), "--out", rel(self.results)]
 
@@ -404,7 +417,9 @@ class Quickstart:
 
     # -- plan ----------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
-        b = self.preset.budgets
+        b = dict(self.preset.budgets)
+        if self.fasta is None and self.pick_fasta()[0] is None:
+            b["genome"] = 90  # UCSC chr21 is 12 MB: seconds on a normal link, but allow a slow one
         lg = self.log
         return [
             Stage("genome", "choose the reference FASTA (download one if none is here)", b["genome"], self.stage_genome),

@@ -111,6 +111,32 @@ def test_refuses_an_output_dir_it_did_not_make(tmp_path, monkeypatch, capsys):
     assert "TINYDNABERT_FASTA" in capsys.readouterr().err
 
 
+def test_genome_falls_back_to_a_downloaded_hg38_chromosome(tmp_path, monkeypatch, genome_dir):
+    """No chr20 in the data directory: the genome stage runs `tinydnabert download hg38-chr21`
+    (here from a file:// mirror holding a real FASTA under that name) and uses what it wrote."""
+    import hashlib
+
+    body = (genome_dir / "human_chrM.fa.gz").read_bytes()
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "chr21.fa.gz").write_bytes(body)
+    (mirror / "md5sum.txt").write_text(f"{hashlib.md5(body).hexdigest()}  chr21.fa.gz\n")
+    data = tmp_path / "data"
+    (data / "genome").mkdir(parents=True)
+    monkeypatch.setenv("TINYDNABERT_DATA", str(data))
+    monkeypatch.setenv("TINYDNABERT_DOWNLOAD_BASE_URL", mirror.as_uri())
+    monkeypatch.delenv(qs.FASTA_ENV, raising=False)
+    lines: list[str] = []
+    q = qs.Quickstart(qs.QuickstartConfig(out=str(tmp_path / "qs")), log=lines.append)
+    assert q.stages()[0].budget == 90  # a download is coming: the ETA allows for it
+    q.stage_genome()
+    assert q.fasta == data / "genome" / "chr21.fa.gz" and q.fasta.read_bytes() == body
+    assert any(l.startswith("$ tinydnabert download hg38-chr21 --out") or "download hg38-chr21" in l for l in lines)
+    # The next run finds it and downloads nothing.
+    q2 = qs.Quickstart(qs.QuickstartConfig(out=str(tmp_path / "qs")), log=lines.append)
+    assert q2.pick_fasta() == (data / "genome" / "chr21.fa.gz", "an earlier `tinydnabert download hg38-chr21`")
+
+
 def _png_ok(path: Path, min_w: int, min_h: int) -> None:
     from PIL import Image
 
