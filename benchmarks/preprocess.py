@@ -28,6 +28,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -277,6 +278,7 @@ def main() -> int:
     p.add_argument("--fasta", default=str(data_dir() / "genome" / "grch37_chr20.fa.gz"))
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--slow-lines", type=int, default=300, help="lines the slow baseline tokenizes (extrapolated)")
+    p.add_argument("--repeat", type=int, default=1, help="run every phase N times; the table shows medians")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "preprocess.json"))
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
@@ -291,14 +293,19 @@ def main() -> int:
         (work / (args.child.replace("/", "_") + ".json")).write_text(json.dumps(res))
         return 0
 
-    work = Path(tempfile.mkdtemp(prefix="tdb-bench-prep-"))
-    try:
-        results = {}
-        for name in PHASES:
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            results[name] = run_phase(name, args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    runs: dict[str, list[dict]] = {name: [] for name in PHASES}
+    for r in range(args.repeat):
+        work = Path(tempfile.mkdtemp(prefix="tdb-bench-prep-"))
+        try:
+            for name in PHASES:
+                print(f"[{r + 1}/{args.repeat}] running {name} ...", file=sys.stderr, flush=True)
+                runs[name].append(run_phase(name, args, work))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    # Medians over repeats (wall times on a shared machine are noisy; CPU seconds much less so).
+    results = {name: {k: (statistics.median(x[k] for x in rs) if isinstance(rs[0][k], (int, float))
+                          and not isinstance(rs[0][k], bool) else rs[0][k]) for k in rs[0]}
+               for name, rs in runs.items()}
 
     ot, osh = results["ours/tokenizer"], results["ours/shards"]
     rl, rt, rk = results["ref/lines"], results["ref/train"], results["ref/tokenize"]
@@ -314,7 +321,7 @@ def main() -> int:
          f"({rk['subsample_bp'] / 1e3:.0f} kbp, {rk['subsample_s']:.1f} s)"),
     ]
     print(f"\npreprocessing benchmark: {Path(args.fasta).name}, {mbp:.1f} Mbp in segments, "
-          f"{args.workers} workers, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}")
+          f"median of {args.repeat} run(s), {args.workers} workers, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}")
     print(f"{'phase':<34} {'ours s':>8} {'Mbp/s':>7} {'RSS MiB':>8} | {'ref s':>9} {'Mbp/s':>7} {'RSS MiB':>8} | {'speedup':>8}")
     for what, s_ours, r_ours, s_ref, r_ref, note in rows:
         bp = ot["sample_bp"] / 1e6 if what.startswith("tokenizer") else mbp
@@ -342,7 +349,9 @@ def main() -> int:
         "speedup_shards_vs_ref": ref_tok_total / osh["total_s"],
         "cpu_s_shards": {"ours": ours_cpu, "ref_extrapolated": ref_cpu, "ratio": ref_cpu / ours_cpu},
         "speedup_train_vs_ref": rt["train_s"] / ot["train_s"],
+        "repeat": args.repeat,
         "phases": results,
+        "runs": runs,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
