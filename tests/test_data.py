@@ -295,45 +295,9 @@ def test_truncated_and_missing_shards(synth):
 
 # --------------------------------------------------------------------------- real shards
 
-@pytest.fixture(scope="module")
-def real_shards(request, genome_dir, tmp_path_factory) -> Path:
-    import importlib.util
-    if importlib.util.find_spec("tinydnabert.preprocess") is not None:
-        return request.getfixturevalue("hg38_shards")
-    return _interim_real_shards(genome_dir, tmp_path_factory.mktemp("hg38_interim") / "shards")
-
-
-def _interim_real_shards(genome_dir: Path, out: Path) -> Path:
-    """Until the preprocessing stage lands: real hg38 segments, a real BPE, shards per formats.py."""
-    import pysam
-    from tokenizers import Tokenizer, models, trainers
-
-    fa = pysam.FastaFile(str(genome_dir / "hg38_chr2_1-2333275.fa.gz"))
-    seq = fa.fetch(fa.references[0]).upper()
-    rng = np.random.default_rng(0)
-    segs, pos = [], 10_000
-    while pos + 1024 < len(seq):
-        n = int(rng.integers(256, 1025))
-        if "N" not in seq[pos:pos + n]:
-            segs.append(seq[pos:pos + n])
-        pos += n
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.train_from_iterator(segs[::10], trainers.BpeTrainer(
-        vocab_size=256, min_frequency=2, special_tokens=list(formats.SPECIAL_TOKENS)))
-    ids = [np.array(e.ids, dtype=np.uint16) for e in tok.encode_batch(segs)]
-    train, val = ids[: -100], ids[-100:]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    d = write_dataset(out, {"train": [train[i:i + 256] for i in range(0, len(train), 256)], "val": [val]},
-                      vocab_size=tok.get_vocab_size())
-    tok.save(str(d / "tokenizer" / formats.TOKENIZER_FILE))
-    m = json.loads((d / formats.MANIFEST).read_text())
-    m["tokenizer"]["sha256"] = formats.tokenizer_fingerprint(d / "tokenizer")
-    (d / formats.MANIFEST).write_text(json.dumps(m))
-    return d
-
-
 @pytest.mark.timeout(300)
-def test_real_shards_feed_roberta(real_shards):
+def test_real_shards_feed_roberta(hg38_shards):
+    real_shards = hg38_shards
     """Real hg38 shards from the preprocessing stage: full 512-token rows that reconstruct the
     samples, 2 ranks x 2 workers, masking near 15%, and a RobertaForMaskedLM forward pass."""
     from transformers import RobertaConfig, RobertaForMaskedLM
