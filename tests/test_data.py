@@ -297,9 +297,9 @@ def test_truncated_and_missing_shards(synth):
 
 @pytest.mark.timeout(300)
 def test_real_shards_feed_roberta(hg38_shards):
-    real_shards = hg38_shards
     """Real hg38 shards from the preprocessing stage: full 512-token rows that reconstruct the
     samples, 2 ranks x 2 workers, masking near 15%, and a RobertaForMaskedLM forward pass."""
+    real_shards = hg38_shards
     from transformers import RobertaConfig, RobertaForMaskedLM
 
     manifest = formats.load_manifest(real_shards)
