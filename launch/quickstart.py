@@ -103,7 +103,7 @@ PRESETS: dict[str, Preset] = {
     # One GPU: the reference model, precision and tokens per step (128 x 512, bf16), a short run.
     "gpu": Preset(
         name="gpu", vocab_size=1024, min_frequency=4, samples_per_shard=4096, val_fraction=0.01,
-        ds_base="zero1.json", train_batch=128, micro_batch=32, peak_lr=5e-4, seq_len=512,
+        ds_base="zero1.json", train_batch=128, micro_batch=32, peak_lr=1e-4, seq_len=512,
         model={}, pretrain_steps=2000, eval_interval=500, log_interval=50, val_batches=0,
         finetune_steps=1000, finetune_batch=64, finetune_max_train=0,
         budgets=dict(genome=1, preprocess=40, pretrain=600, export=10, finetune=300, report=10)),
