@@ -177,20 +177,25 @@ class Stage:
 
 class StageRunner:
     """Runs stages in order, saying before each what it does, how long the run has taken and how
-    long is left. The estimate: remaining budgets, scaled by (actual / budget) of finished stages
-    (clamped to 0.5..3x so one odd stage cannot swing it wildly)."""
+    long is left. The estimate: remaining budgets times a pace, the finished stages' actual/budget
+    ratio shrunk toward 1 by a prior worth `prior` x the total budget,
+
+        pace = (sum actual + P) / (sum budget + P),   P = prior x total budget,  clamped to 0.5..3,
+
+    so a 1-second stage that took 0 s does not halve the estimate, while a long stage that ran
+    slow (a busy or slower machine) does move it."""
 
     def __init__(self, stages: list[Stage], log: Callable[[str], None], heartbeat: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, prior: float = 0.25):
         self.stages, self.log, self.heartbeat, self.clock = stages, log, heartbeat, clock
+        self.prior = prior * sum(s.budget for s in stages)
         self.t0 = clock()
 
     def pace(self) -> float:
-        done = [s for s in self.stages if s.seconds is not None and s.budget > 0]
-        if not done:
-            return 1.0
-        ratio = sum(s.seconds for s in done) / sum(s.budget for s in done)
-        return min(3.0, max(0.5, ratio))
+        done = [s for s in self.stages if s.seconds is not None]
+        actual = sum(s.seconds for s in done) + self.prior
+        budget = sum(s.budget for s in done) + self.prior
+        return 1.0 if budget <= 0 else min(3.0, max(0.5, actual / budget))
 
     def eta(self, current: int, in_stage: float = 0.0) -> float:
         """Seconds left: the rest of stage `current` plus every later stage, at the observed pace."""

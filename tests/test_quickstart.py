@@ -48,7 +48,7 @@ def test_stage_runner_banners_eta_and_pace():
     # Budgets 10/20/30 s; the first stage takes twice its budget, so the rest are expected slower too.
     stages = [qs.Stage("a", "first", 10, takes(20)), qs.Stage("b", "second", 20, takes(40)),
               qs.Stage("c", "third", 30, takes(30))]
-    runner = qs.StageRunner(stages, lines.append, heartbeat=0, clock=clock)
+    runner = qs.StageRunner(stages, lines.append, heartbeat=0, clock=clock, prior=0)  # pace = plain ratio
     assert runner.eta(0) == 60
     assert runner.run()
     text = "\n".join(lines)
@@ -64,6 +64,16 @@ def test_stage_runner_banners_eta_and_pace():
     assert 0 < runner.eta(2, in_stage=1000) < 10
     table = runner.table()
     assert "total" in table and "90.0" in table
+
+
+def test_pace_is_not_swung_by_a_tiny_stage():
+    clock = FakeClock()
+    stages = [qs.Stage("tiny", "", 1, lambda: None), qs.Stage("big", "", 99, lambda: None)]
+    runner = qs.StageRunner(stages, lambda s: None, heartbeat=0, clock=clock)  # default prior 0.25
+    stages[0].seconds = 0.0  # took no time at all: a plain ratio would say "everything 2x faster"
+    assert runner.pace() == pytest.approx(25 / 26)
+    stages[0].seconds, stages[1].seconds = 1.0, 198.0  # a long stage that ran 2x slow does count
+    assert runner.pace() == pytest.approx((199 + 25) / (100 + 25))
 
 
 def test_stage_runner_stops_at_a_failed_stage():
