@@ -117,7 +117,7 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any], meta: dict[str
     ]
     for r in rows:
         if r["status"] != "done":
-            lines.append(f"| {r['task']} | – | – | {fmt(r['sota_mcc'])} | – | – | skipped: {r['reason'][:80]} |")
+            lines.append(f"| {r['task']} | – | – | {fmt(r['sota_mcc'])} | – | – | {r['status']}: {r['reason'][:80]} |")
             continue
         mark = "" if r["sota_comparable"] else "*"
         pct = f"{r['pct_of_sota']:.1f}%{mark}" if r["pct_of_sota"] is not None else "–"
@@ -147,26 +147,33 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     done = [r for r in rows if r["status"] == "done"]
     if not done:
         return
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(done) + 2), 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(done) + 2), 4.6), dpi=120)
     x = list(range(len(done)))
     w = 0.27
-    ax.bar([i - w for i in x], [r["scratch_mcc"] for r in done], w, yerr=[r["scratch_sd"] for r in done],
-           capsize=3, label="Scratch", color="#9e9e9e")
-    ax.bar(x, [r["ours_mcc"] for r in done], w, yerr=[r["ours_sd"] for r in done], capsize=3,
-           label="Ours (pretrained)", color="#1f77b4")
-    sota = [r["sota_mcc"] or 0.0 for r in done]
-    ax.bar([i + w for i in x], sota, w, label="SOTA (hatched: other data)", color="white", edgecolor="#d62728",
-           hatch=None)
-    for i, r in enumerate(done):
-        if r["sota_mcc"] and not r["sota_comparable"]:
-            ax.bar(i + w, r["sota_mcc"], w, color="white", edgecolor="#d62728", hatch="//")
+    bars = [
+        ("Scratch", -w, [r["scratch_mcc"] for r in done], [r["scratch_sd"] for r in done],
+         dict(color="#9e9e9e")),
+        ("Ours (pretrained)", 0.0, [r["ours_mcc"] for r in done], [r["ours_sd"] for r in done],
+         dict(color="#1f77b4")),
+        ("SOTA (hatched: other data)", w, [r["sota_mcc"] or 0.0 for r in done], None,
+         dict(color="white", edgecolor="#d62728")),
+    ]
+    for label, dx, values, err, style in bars:
+        rects = ax.bar([i + dx for i in x], values, w, yerr=err, capsize=3, label=label, **style)
+        for rect, v in zip(rects, values):
+            ax.annotate(f"{v:.2f}", (rect.get_x() + rect.get_width() / 2, max(v, 0.0)), xytext=(0, 3),
+                        textcoords="offset points", ha="center", fontsize=7)
+        if dx == w:
+            for rect, r in zip(rects, done):
+                if not r["sota_comparable"]:
+                    rect.set_hatch("//")
     ax.set_xticks(x, [r["task"] for r in done], rotation=15, ha="right", fontsize=8)
-    ax.set_ylabel("test MCC")
+    ax.set_ylabel("test MCC (mean ± sd over seeds)")
     lo = min(0.0, *(r["scratch_mcc"] for r in done), *(r["ours_mcc"] for r in done))
-    ax.set_ylim(lo - 0.05 if lo < 0 else 0.0, 1.0)
+    ax.set_ylim(lo - 0.05 if lo < 0 else 0.0, 1.08)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)
@@ -187,7 +194,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sota, sota_src = sota_for(task)
         row: dict[str, Any] = {"task": task.name, "benchmark": task.benchmark, "sota_mcc": sota,
                                "sota_source": sota_src, "sota_comparable": task.comparable}
-        if not all((run_dir(out, task, k) / RESULTS).is_file() for k in KINDS):
+        kinds = [k for k in KINDS if k in args.kinds.split(",")]
+        if not all((run_dir(out, task, k) / RESULTS).is_file() for k in kinds):
             try:  # data that cannot be had here (hub unreachable) skips the task, not the benchmark
                 if hub_error and task.hub_id and not task.local_path:
                     raise InputError(f"skipped without retrying: {hub_error}")
@@ -198,7 +206,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"[skip] {task.name}: {e}", flush=True)
                 rows.append({**row, "status": "skipped", "reason": str(e)})
                 continue
-        res = {kind: run_or_reuse(args, task, kind, out) for kind in KINDS}
+        res = {kind: run_or_reuse(args, task, kind, out) for kind in kinds}
+        if len(res) < len(KINDS):  # --kinds scratch: runs made now, the table when both exist
+            rows.append({**row, "status": "partial", "reason": f"only {','.join(res)} run (--kinds)"})
+            continue
         device = res["pretrained"]["device"]
         s, o = res["scratch"], res["pretrained"]
         row.update({
@@ -253,6 +264,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f = d[name]
         p.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=f.default,
                        help=f.metadata["help"])
+    p.add_argument("--kinds", default="scratch,pretrained",
+                   help="which runs to make: scratch,pretrained (default) or one of them; scratch needs only the "
+                        "model's config.json and tokenizer, so it can run while pretraining goes on")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--cache-dir", default=None, help="datasets cache directory (hub tasks)")
     return p.parse_args(argv)
