@@ -322,3 +322,29 @@ def test_non_finite_loss_stops_with_recovery_advice(tmp_path):
     for bad in (float("nan"), float("inf")):
         with pytest.raises(InputError, match="non-finite training loss .* at step 10.*--resume"):
             check_finite(bad, 10, tmp_path)
+
+
+@pytest.mark.timeout(300)
+def test_corrupt_shard_under_the_launcher_fails_every_rank_without_hanging(tmp_path, hg38_shards, ds_config):
+    """A shard that passes the size check but cannot be read: the rank reading it raises (in its data
+    worker), exits 2, and the launcher stops the other rank, which would otherwise wait in a collective."""
+    import shutil
+
+    data = tmp_path / "shards"
+    shutil.copytree(hg38_shards, data)
+    for shard in (data / "train").glob("shard-*.tar"):
+        raw = bytearray(shard.read_bytes())
+        raw[:512] = b"\x07" * 512  # clobber the first tar header; the size stays whole 512-byte blocks
+        shard.write_bytes(bytes(raw))
+    proc = launch(["--num_gpus", "2", "--master_port", str(free_port())],
+                  ["--deepspeed_config", str(ds_config), "--data", str(data), "--out", str(tmp_path / "run"),
+                   "--max-steps", "5", *RUN_FLAGS], tmp_path / "log.txt", tmp_path)
+    try:
+        proc.wait(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("launcher hung on a corrupt shard")
+    log = (tmp_path / "log.txt").read_text()
+    assert proc.returncode != 0
+    assert re.search(r"error: .*shard-\d{6}\.tar: corrupt or truncated shard", log), log[-3000:]
+    assert not (tmp_path / "run" / "checkpoints" / "latest").exists()

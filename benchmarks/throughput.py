@@ -1,0 +1,269 @@
+"""Pretraining throughput: our DeepSpeed engine vs. the reference recipe's HF Trainer, in one run.
+
+    python benchmarks/throughput.py                       # CPU: small model, ~4 min, fp32 (2 cores)
+    python benchmarks/throughput.py --hidden 512 --layers 6 --heads 8 --micro-batch 64 --steps 50   # GPU, bf16
+    python benchmarks/throughput.py --compile              # GPU: also torch.compile our model
+
+Three measurements on the same model (RobertaForMaskedLM, SDPA), the same shards and precision
+(fp32 on CPU, bf16 on GPU), the same micro batch and optimizer (AdamW 1e-4, wd 1e-5):
+
+  ours       our engine: DeepSpeed initialised from the shipped ds_configs JSON (ZeRO-1, DeepSpeed's
+             FusedAdam), tinydnabert.train.train_step and the packed 512-token rows of tinydnabert.data
+             (on CPU the LM head runs on the masked positions only).
+  reference  the reference recipe: transformers Trainer + DataCollatorForLanguageModeling (15 %),
+             one segment per row (<s> ids </s>), padded by the collator to the batch's longest row.
+  trainer-packed  the same Trainer + collator on our packed rows: separates the engine's gain from
+             the data layout's.
+
+The three run in interleaved blocks (--rounds x --block steps, the first step of each block dropped)
+so that a shared machine's changing load hits all of them alike. Reported: medians of step time; tokens/s counts real tokens (not padding), positions/s counts every row position computed;
+samples/s = rows/s; MFU = analytic FLOPs per position (tinydnabert.model.flops_per_token) x
+positions/s / peak (measured fp32 matmul rate on CPU, bf16 datasheet on GPU); data wait % = time
+waiting for the next batch (ours: loader; Trainer: dataset fetch + collator) / step time.
+Ratios are ours / baseline tokens/s. Writes a table to stdout and JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tinydnabert.common import data_dir  # noqa: E402
+from tinydnabert.model import ModelConfig, build_model, flops_per_token  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="", help="shards dir (default: preprocess the real hg38 slice into a temp dir)")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--micro-batch", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (ours, reference, packed Trainer)")
+    p.add_argument("--block", type=int, default=4, help="timed steps per configuration per round")
+    p.add_argument("--num-workers", type=int, default=1, help="our loader's worker processes")
+    p.add_argument("--compile", action="store_true", help="torch.compile our model (GPU path)")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "throughput.json"))
+    return p.parse_args()
+
+
+def make_shards(tmp: Path) -> Path:
+    from tinydnabert.preprocess import PreprocessConfig, run_preprocess
+
+    out = tmp / "shards"
+    run_preprocess(PreprocessConfig(fasta=[str(data_dir() / "genome" / "hg38_chr2_1-2333275.fa.gz")], out=str(out),
+                                    samples_per_shard=256, val_fraction=0.05, seed=0, workers=2))
+    return out
+
+
+def peak_flops(device: torch.device) -> tuple[float, str]:
+    from tinydnabert.train import PretrainConfig, peak_flops_per_device
+
+    return peak_flops_per_device(PretrainConfig(data="-", out="-"), device)
+
+
+# ------------------------------------------------------------------------------------------------ ours
+
+
+class Ours:
+    """Our engine in this process (world size 1): DeepSpeed initialised from the shipped JSON, the
+    training loop's own train_step() and data loader, so each block of steps is timed like the run."""
+
+    name = "ours: DeepSpeed engine, packed rows"
+
+    def __init__(self, a, shards: Path, gpu: bool, peak: float):
+        import deepspeed
+
+        from tinydnabert import data as data_mod
+        from tinydnabert.model import MaskedLMObjective
+        from tinydnabert.tokenizer import load_tokenizer
+        from tinydnabert.train import rng_neutral
+
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=os.environ.get("MASTER_PORT", "29533"))
+        cfg = json.loads((REPO / "ds_configs" / ("zero1.json" if gpu else "zero1-cpu-fp32.json")).read_text())
+        cfg["train_batch_size"] = cfg["train_micro_batch_size_per_gpu"] = a.micro_batch  # no accumulation
+        cfg["scheduler"]["params"].update(warmup_num_steps=1, total_num_steps=10**6)
+        cfg["tensorboard"] = {"enabled": False}
+        self.mcfg = ModelConfig(hidden_size=a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads,
+                                intermediate_size=4 * a.hidden).with_tokenizer(load_tokenizer(shards))
+        torch.manual_seed(0)
+        deepspeed.init_distributed()
+        model = MaskedLMObjective(build_model(self.mcfg))
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=cfg)
+        if a.compile:
+            self.engine.compile()
+        dcfg = data_mod.DataConfig(seq_len=a.seq_len, num_workers=a.num_workers)
+        self.batches = rng_neutral(data_mod.build_train_loader(shards, dcfg, a.micro_batch, 0, 1))
+        self.acc = torch.zeros(3, dtype=torch.float64, device=self.engine.device)
+        self.a, self.gpu, self.peak = a, gpu, peak
+        self.steps: list[dict] = []
+
+    def run(self, n: int) -> None:
+        from tinydnabert.train import train_step
+
+        self.engine.train()
+        for i in range(n):
+            t = time.perf_counter()
+            wait = train_step(self.engine, self.batches, 1, self.engine.device, self.acc)
+            self.acc.tolist()  # a sync per step, for timing only (the training loop syncs per log interval)
+            dt = time.perf_counter() - t
+            if i:  # the first step of a block warms caches after the other configurations ran
+                tokens = self.a.micro_batch * self.a.seq_len
+                self.steps.append({"dt": dt, "wait": wait, "real": tokens, "positions": tokens})
+
+
+# ------------------------------------------------------------------------------------------- baseline
+
+
+class HFTrainer:
+    """The reference recipe: transformers Trainer + DataCollatorForLanguageModeling (15 % masking)."""
+
+    def __init__(self, a, shards: Path, gpu: bool, peak: float, packed: bool, tmp: Path):
+        from transformers import DataCollatorForLanguageModeling, TrainerCallback
+
+        from tinydnabert import data as data_mod
+        from tinydnabert import formats
+        from tinydnabert.tokenizer import load_tokenizer
+
+        self.name = "HF Trainer + collator, packed rows" if packed else "reference: HF Trainer + collator, padded"
+        tok = load_tokenizer(shards)
+        rows: list[list[int]] = []
+        for shard in formats.shard_paths(shards, "train"):
+            _, ids = data_mod.read_shard(shard)
+            segs = [[tok.bos_token_id, *x.tolist(), tok.eos_token_id][: a.seq_len] for x in ids]
+            if packed:  # our layout: concatenate and cut into full rows
+                flat = [t for seg in segs for t in seg]
+                rows += [flat[i:i + a.seq_len] for i in range(0, len(flat) - a.seq_len + 1, a.seq_len)]
+            else:  # one segment per row; the collator pads to the longest row of the batch
+                rows += segs
+        self.dataset = [{"input_ids": r} for r in rows]
+        self.mcfg = ModelConfig(hidden_size=a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads,
+                                intermediate_size=4 * a.hidden).with_tokenizer(tok)
+        torch.manual_seed(0)
+        self.model = build_model(self.mcfg)
+        collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
+        self.cur = {"collate": 0.0, "real": 0, "positions": 0}
+        self.steps: list[dict] = []
+        outer = self
+
+        def timed_collate(features):
+            t = time.perf_counter()
+            batch = collator(features)
+            outer.cur["collate"] += time.perf_counter() - t
+            outer.cur["real"] += int(batch["attention_mask"].sum())
+            outer.cur["positions"] += batch["input_ids"].numel()
+            return batch
+
+        class Clock(TrainerCallback):
+            """Step time = between consecutive step ends: it includes the batch fetch + collate, which
+            the Trainer does before on_step_begin."""
+
+            def on_train_begin(self, args, state, control, **kw):
+                self.t, self.first = time.perf_counter(), True
+                outer.cur.update(collate=0.0, real=0, positions=0)
+
+            def on_step_end(self, args, state, control, **kw):
+                if gpu:
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                if not self.first:
+                    outer.steps.append({"dt": t - self.t, "wait": outer.cur["collate"], "real": outer.cur["real"],
+                                        "positions": outer.cur["positions"]})
+                self.t, self.first = t, False
+                outer.cur.update(collate=0.0, real=0, positions=0)
+
+        self.collate, self.callback = timed_collate, Clock()
+        self.a, self.gpu, self.tmp, self.packed, self.offset = a, gpu, tmp, packed, 0
+
+    def run(self, n: int) -> None:
+        from transformers import Trainer, TrainingArguments
+
+        a = self.a
+        args = TrainingArguments(
+            output_dir=str(self.tmp / ("trainer-packed" if self.packed else "trainer")),
+            per_device_train_batch_size=a.micro_batch, max_steps=n, learning_rate=1e-4, weight_decay=1e-5,
+            adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, warmup_steps=1, lr_scheduler_type="linear",
+            max_grad_norm=1.0, logging_steps=10**6, save_strategy="no", report_to=[], disable_tqdm=True,
+            use_cpu=not self.gpu, bf16=self.gpu, dataloader_num_workers=0, torch_compile=a.compile, seed=self.offset)
+        # each block continues on new rows (the Trainer shuffles them) with the same model
+        Trainer(model=self.model, args=args, train_dataset=self.dataset, data_collator=self.collate,
+                callbacks=[self.callback]).train()
+        self.offset += 1
+
+
+def summarize(cfg, steps: list[dict], seq_len: int, peak: float) -> dict:
+    step_s = statistics.median(s["dt"] for s in steps)
+    real = statistics.median(s["real"] / s["dt"] for s in steps)
+    pos = statistics.median(s["positions"] / s["dt"] for s in steps)
+    return {"name": cfg.name, "timed_steps": len(steps), "step_ms": 1000 * step_s, "tokens_per_sec": real,
+            "positions_per_sec": pos, "samples_per_sec": cfg.a.micro_batch / step_s,
+            "mfu": flops_per_token(cfg.mcfg, seq_len) * pos / peak,
+            "data_wait_pct": 100 * statistics.median(s["wait"] / s["dt"] for s in steps),
+            "padding_pct": 100 * (1 - sum(s["real"] for s in steps) / sum(s["positions"] for s in steps))}
+
+
+def main() -> int:
+    a = parse_args()
+    gpu = torch.cuda.is_available()
+    device = torch.device("cuda" if gpu else "cpu")
+    tmp = Path(tempfile.mkdtemp(prefix="tdb-throughput-"))
+    try:
+        shards = Path(a.data) if a.data else make_shards(tmp)
+        peak, peak_src = peak_flops(device)
+        configs = [Ours(a, shards, gpu, peak), HFTrainer(a, shards, gpu, peak, False, tmp),
+                   HFTrainer(a, shards, gpu, peak, True, tmp)]
+        # Interleaved blocks: on a shared machine the load changes over minutes; alternating the
+        # configurations exposes each to the same conditions. The first step of each block is dropped.
+        load = [os.getloadavg()[0]]
+        for _ in range(a.rounds):
+            for c in configs:
+                c.run(a.block + 1)
+            load.append(os.getloadavg()[0])
+        results = [summarize(c, c.steps, a.seq_len, peak) for c in configs]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ours = results[0]
+    for r in results:
+        r["ratio_ours_tokens_per_sec"] = ours["tokens_per_sec"] / r["tokens_per_sec"]
+    n_params = sum(p.numel() for p in build_model(ModelConfig(
+        hidden_size=a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads, intermediate_size=4 * a.hidden,
+        vocab_size=1024)).parameters())
+    setup = {"device": torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores)",
+             "precision": "bf16" if gpu else "fp32", "model": f"L{a.layers}-H{a.hidden}-A{a.heads}, {n_params:,} params",
+             "seq_len": a.seq_len, "micro_batch": a.micro_batch, "rounds": a.rounds, "timed_steps_per_block": a.block,
+             "load_average_1min": load,
+             "peak_tflops": peak / 1e12, "peak_source": peak_src, "torch": torch.__version__,
+             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    print(f"\n{setup['device']} | {setup['precision']} | {setup['model']} | micro batch {a.micro_batch} x "
+          f"{a.seq_len} | medians of {a.rounds} x {a.block} interleaved steps | load {min(load):.1f}-{max(load):.1f} | peak {peak / 1e12:.3f} TFLOP/s ({peak_src})\n")
+    head = f"| {'configuration':<42} | step ms | tokens/s | positions/s | samples/s |  MFU  | data wait | padding | ours / this |"
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    for r in results:
+        print(f"| {r['name']:<42} | {r['step_ms']:7.0f} | {r['tokens_per_sec']:8.0f} | {r['positions_per_sec']:11.0f} | "
+              f"{r['samples_per_sec']:9.2f} | {100 * r['mfu']:4.1f}% | {r['data_wait_pct']:8.1f}% | "
+              f"{r['padding_pct']:6.1f}% | {r['ratio_ours_tokens_per_sec']:10.2f}x |")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"setup": setup, "results": results}, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
