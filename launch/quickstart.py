@@ -3,7 +3,7 @@ pretraining -> HF export -> fine-tuning on real tasks (pretrained vs scratch) ->
 
     make demo                                        # = python3 launch/quickstart.py
     python3 launch/quickstart.py --out runs/qs --fasta my_genome.fa.gz
-    python3 launch/quickstart.py --smoke             # smallest setting (~3 min on 2 CPU cores), what the test runs
+    python3 launch/quickstart.py --smoke             # smallest setting (~2 min on 2 CPU cores), what the test runs
     python3 launch/quickstart.py --dry-run           # print the plan: stages, budgets, the exact commands
 
 Every stage runs the same command a user would type from the README (printed as `$ ...` before it
@@ -141,8 +141,15 @@ class QuickstartConfig:
             p = PRESETS["gpu"]
         else:
             p = PRESETS["cpu"]
-        over = {k: v for k, v in (("pretrain_steps", self.pretrain_steps), ("finetune_steps", self.finetune_steps)) if v}
-        return dataclasses.replace(p, **over) if over else p
+        budgets = dict(p.budgets)
+        over: dict[str, object] = {}
+        # An override of the step count scales that stage's budget with it, so the ETA stays honest.
+        for stage, key, steps in (("pretrain", "pretrain_steps", self.pretrain_steps),
+                                  ("finetune", "finetune_steps", self.finetune_steps)):
+            if steps:
+                budgets[stage] = budgets[stage] * steps / getattr(p, key)
+                over[key] = steps
+        return dataclasses.replace(p, budgets=budgets, **over)
 
 
 def _cuda_available() -> bool:
@@ -467,13 +474,16 @@ class Quickstart:
         record = {"config": config_to_dict(self.cfg), "preset": dataclasses.asdict(p), "stages": []}
         atomic_write_json(self.out / MARKER, record)
         runner = StageRunner(stages, self.log, heartbeat=self.cfg.heartbeat)
-        ok = runner.run()
-        record["stages"] = [{"name": s.name, "seconds": s.seconds, "budget": s.budget, "status": s.status}
-                            for s in stages]
-        record["fasta"] = str(self.fasta) if self.fasta else None
-        record["ok"] = ok
-        atomic_write_json(self.out / MARKER, record)
-        self.log("\nstage times:\n" + runner.table())
+        ok = False
+        try:
+            ok = runner.run()
+        finally:  # stage times are recorded even when a stage fails or the user presses Ctrl-C
+            record["stages"] = [{"name": s.name, "seconds": s.seconds, "budget": s.budget, "status": s.status}
+                                for s in stages]
+            record["fasta"] = str(self.fasta) if self.fasta else None
+            record["ok"] = ok
+            atomic_write_json(self.out / MARKER, record)
+            self.log("\nstage times:\n" + runner.table())
         if ok:
             self.log(f"\nall outputs under {self.out}/: shards/ (manifest, tokenizer), pretrain/ (checkpoints, "
                      f"tensorboard, export = the HF model), finetune/ (results), figures/")
@@ -496,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         eprint(f"error: {e}")
         return 2
+    except KeyboardInterrupt:
+        eprint("interrupted; rerun the same command to start again (a quickstart output directory is replaced)")
+        return 130
 
 
 if __name__ == "__main__":
