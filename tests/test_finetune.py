@@ -164,6 +164,17 @@ def test_the_loop_learns_a_separable_task_and_is_seeded(tiny_export: Path, tmp_p
     assert b["seeds"][0]["history"] == a["seeds"][0]["history"]
 
 
+@pytest.mark.timeout(60)
+def test_validation_on_the_dev_split(tiny_export: Path, tmp_path: Path):
+    r = run_finetune(FinetuneConfig(model=str(tiny_export), task="gue/mouse_0", out=str(tmp_path / "dev"),
+                                    validation="dev", steps=2, warmup_steps=0, eval_every=2, batch_size=8,
+                                    max_train_samples=64))
+    assert r["counts"] == {"train": 64, "val": 810, "test": 810}    # GUE dev.csv, test untouched
+    with pytest.raises(InputError, match="no dev split"):
+        run_finetune(FinetuneConfig(model=str(tiny_export), task="gue/H3", out=str(tmp_path / "x"),
+                                    validation="dev", steps=2, warmup_steps=0))
+
+
 def test_schedule_and_validation_carve():
     f = lr_lambda(10, 100)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(10) == pytest.approx(1.0)
