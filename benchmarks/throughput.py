@@ -26,6 +26,7 @@ Ratios are ours / baseline tokens/s. Writes a table to stdout and JSON to --out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -58,6 +59,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=1, help="our loader's worker processes")
     p.add_argument("--compile", action="store_true", help="torch.compile our model (GPU path)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "throughput.json"))
+    p.add_argument("--worker", choices=("ours", "reference", "packed"), help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
+    p.add_argument("--peak", type=float, help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -134,7 +138,7 @@ class HFTrainer:
     """The reference recipe: transformers Trainer + DataCollatorForLanguageModeling (15 % masking)."""
 
     def __init__(self, a, shards: Path, gpu: bool, peak: float, packed: bool, tmp: Path):
-        from transformers import DataCollatorForLanguageModeling, TrainerCallback
+        from transformers import DataCollatorForLanguageModeling, TrainerCallback, TrainingArguments
 
         from tinydnabert import data as data_mod
         from tinydnabert import formats
@@ -165,8 +169,6 @@ class HFTrainer:
             t = time.perf_counter()
             batch = collator(features)
             outer.cur["collate"] += time.perf_counter() - t
-            outer.cur["real"] += int(batch["attention_mask"].sum())
-            outer.cur["positions"] += batch["input_ids"].numel()
             return batch
 
         class Clock(TrainerCallback):
@@ -188,54 +190,114 @@ class HFTrainer:
                 outer.cur.update(collate=0.0, real=0, positions=0)
 
         self.collate, self.callback = timed_collate, Clock()
-        self.a, self.gpu, self.tmp, self.packed, self.offset = a, gpu, tmp, packed, 0
-
-    def run(self, n: int) -> None:
-        from transformers import Trainer, TrainingArguments
-
-        a = self.a
-        args = TrainingArguments(
-            output_dir=str(self.tmp / ("trainer-packed" if self.packed else "trainer")),
-            per_device_train_batch_size=a.micro_batch, max_steps=n, learning_rate=1e-4, weight_decay=1e-5,
+        self.a, self.offset = a, 0
+        self.args = TrainingArguments(
+            output_dir=str(tmp / ("trainer-packed" if packed else "trainer")),
+            per_device_train_batch_size=a.micro_batch, max_steps=1, learning_rate=1e-4, weight_decay=1e-5,
             adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, warmup_steps=1, lr_scheduler_type="linear",
             max_grad_norm=1.0, logging_steps=10**6, save_strategy="no", report_to=[], disable_tqdm=True,
-            use_cpu=not self.gpu, bf16=self.gpu, dataloader_num_workers=0, torch_compile=a.compile, seed=self.offset)
-        # each block continues on new rows (the Trainer shuffles them) with the same model
-        Trainer(model=self.model, args=args, train_dataset=self.dataset, data_collator=self.collate,
-                callbacks=[self.callback]).train()
+            use_cpu=not gpu, bf16=gpu, dataloader_num_workers=0, torch_compile=a.compile, seed=0)
+        assert self.args.world_size == 1 and self.args.parallel_mode.value == "not_parallel", self.args.parallel_mode
+
+    def run(self, n: int) -> None:
+        from transformers import Trainer
+
+        outer = self
+
+        class CountingTrainer(Trainer):
+            """Counts the tokens of the batch each step trains on (the loader collates one batch ahead)."""
+
+            def training_step(self, model, inputs, *args, **kw):
+                outer.cur["real"] += int(inputs["attention_mask"].sum())
+                outer.cur["positions"] += inputs["input_ids"].numel()
+                return super().training_step(model, inputs, *args, **kw)
+
+        # each block continues on other rows (seeded shuffle) with the same model
+        args = dataclasses.replace(self.args, max_steps=n, seed=self.offset)
+        trainer = CountingTrainer(model=self.model, args=args, train_dataset=self.dataset, data_collator=self.collate,
+                          callbacks=[self.callback])
+        trainer.train()
         self.offset += 1
 
 
-def summarize(cfg, steps: list[dict], seq_len: int, peak: float) -> dict:
+def summarize(name: str, steps: list[dict], fpt: float, micro_batch: int, peak: float) -> dict:
     step_s = statistics.median(s["dt"] for s in steps)
     real = statistics.median(s["real"] / s["dt"] for s in steps)
     pos = statistics.median(s["positions"] / s["dt"] for s in steps)
-    return {"name": cfg.name, "timed_steps": len(steps), "step_ms": 1000 * step_s, "tokens_per_sec": real,
-            "positions_per_sec": pos, "samples_per_sec": cfg.a.micro_batch / step_s,
-            "mfu": flops_per_token(cfg.mcfg, seq_len) * pos / peak,
+    return {"name": name, "timed_steps": len(steps), "step_ms": 1000 * step_s, "tokens_per_sec": real,
+            "positions_per_sec": pos, "samples_per_sec": micro_batch / step_s, "mfu": fpt * pos / peak,
             "data_wait_pct": 100 * statistics.median(s["wait"] / s["dt"] for s in steps),
             "padding_pct": 100 * (1 - sum(s["real"] for s in steps) / sum(s["positions"] for s in steps))}
 
 
+WORKERS = ("ours", "reference", "packed")
+
+
+def worker(a) -> int:
+    """One configuration in its own process (our engine initialises torch.distributed, which would turn
+    a Trainer in the same process into a 1-rank DDP): reads "run N" lines, answers one JSON line each."""
+    # answers go to the original stdout; everything libraries print (at any level) goes to stderr
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    gpu = torch.cuda.is_available()
+    shards, tmp, peak = Path(a.data), Path(a.tmp), a.peak
+    if a.worker == "ours":
+        cfg = Ours(a, shards, gpu, peak)
+    else:
+        cfg = HFTrainer(a, shards, gpu, peak, a.worker == "packed", tmp)
+    for line in sys.stdin:
+        cfg.steps = []
+        cfg.run(int(line.split()[1]))
+        out.write(json.dumps({"name": cfg.name, "steps": cfg.steps,
+                              "flops_per_token": flops_per_token(cfg.mcfg, a.seq_len)}) + "\n")
+        out.flush()
+    return 0
+
+
 def main() -> int:
     a = parse_args()
+    if a.worker:
+        return worker(a)
     gpu = torch.cuda.is_available()
     device = torch.device("cuda" if gpu else "cpu")
     tmp = Path(tempfile.mkdtemp(prefix="tdb-throughput-"))
+    procs = []
     try:
         shards = Path(a.data) if a.data else make_shards(tmp)
         peak, peak_src = peak_flops(device)
-        configs = [Ours(a, shards, gpu, peak), HFTrainer(a, shards, gpu, peak, False, tmp),
-                   HFTrainer(a, shards, gpu, peak, True, tmp)]
+        passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items()
+                       if k in ("hidden", "layers", "heads", "seq_len", "micro_batch", "num_workers")]
+        for name in WORKERS:
+            procs.append(subprocess.Popen(
+                [sys.executable, __file__, "--worker", name, "--data", str(shards), "--tmp", str(tmp),
+                 "--peak", str(peak), *passthrough, *(["--compile"] if a.compile else [])],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=(tmp / f"{name}.log").open("w"), text=True,
+                env={**os.environ, "MASTER_PORT": str(29533)}))
         # Interleaved blocks: on a shared machine the load changes over minutes; alternating the
         # configurations exposes each to the same conditions. The first step of each block is dropped.
+        steps: dict[str, list] = {n: [] for n in WORKERS}
+        names, fpt = {}, {}
         load = [os.getloadavg()[0]]
         for _ in range(a.rounds):
-            for c in configs:
-                c.run(a.block + 1)
+            for name, p in zip(WORKERS, procs):
+                p.stdin.write(f"run {a.block + 1}\n")
+                p.stdin.flush()
+                line = p.stdout.readline()
+                if not line:
+                    sys.exit(f"benchmark worker {name} died:\n{(tmp / f'{name}.log').read_text()[-3000:]}")
+                reply = json.loads(line)
+                steps[name] += reply["steps"]
+                names[name], fpt[name] = reply["name"], reply["flops_per_token"]
             load.append(os.getloadavg()[0])
-        results = [summarize(c, c.steps, a.seq_len, peak) for c in configs]
+        results = [summarize(names[n], steps[n], fpt[n], a.micro_batch, peak) for n in WORKERS]
     finally:
+        for p in procs:
+            if p.stdin:
+                p.stdin.close()
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
     ours = results[0]
     for r in results:

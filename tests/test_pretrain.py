@@ -107,8 +107,8 @@ def resumed_run(tmp_path_factory, hg38_shards, ds_config):
     root = tmp_path_factory.mktemp("resumed")
     run = root / "run"
     common = ["--deepspeed_config", str(ds_config), "--data", str(hg38_shards), "--out", str(run), *RUN_FLAGS]
-    # --max-steps far away, so the run is still going when the test kills it
-    proc = launch(["--num_gpus", "2", "--master_port", str(free_port())], common + ["--max-steps", "1000"],
+    # to the schedule's end (40), so the run is still going when the test kills it after step 10
+    proc = launch(["--num_gpus", "2", "--master_port", str(free_port())], common + ["--max-steps", "40"],
                   root / "killed.txt", root)
     latest = run / "checkpoints" / "latest"
     deadline = time.time() + 400

@@ -55,8 +55,9 @@ EXPORT_DIR = "export"
 FINAL_LOGITS = "final_logits.pt"
 
 # Peak dense bf16 tensor-core FLOP/s per device, for MFU when --peak-tflops is 0 (vendor datasheets).
-GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A10": 125.0, "L4": 121.0, "V100": 125.0,
-                   "4090": 165.0, "3090": 71.0}
+# First match wins, so longer names come first.
+GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "GH200": 989.0, "A100": 312.0, "A10G": 70.0, "A10": 125.0,
+                   "L40S": 362.0, "L4": 121.0, "V100": 125.0, "4090": 165.0, "3090": 71.0}
 
 
 @dataclass
@@ -465,6 +466,10 @@ def pretrain(cfg: PretrainConfig, model_cfg: ModelConfig, ds_config_path: str,
     max_steps = cfg.max_steps or total_sched
     if not max_steps:
         raise InputError(f"{ds_config_path}: no scheduler total_num_steps to run to; pass --max-steps")
+    if total_sched and max_steps > total_sched:
+        raise InputError(f"--max-steps {max_steps} is past the LR schedule's end ({ds_config_path}: scheduler "
+                         f"total_num_steps {total_sched}, where the learning rate reaches 0); raise "
+                         "total_num_steps in the JSON instead")
 
     state = TrainState()
     if resume_from is not None:
