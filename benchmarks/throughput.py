@@ -1,6 +1,7 @@
 """Pretraining throughput: our DeepSpeed engine vs. the reference recipe's HF Trainer, in one run.
 
-    python benchmarks/throughput.py                       # CPU: small model, ~4 min, fp32 (2 cores)
+    python benchmarks/throughput.py                       # CPU: small model, ~5 min, fp32 (2 cores)
+    python benchmarks/throughput.py --threads 1           # CPU shared with other jobs
     python benchmarks/throughput.py --hidden 512 --layers 6 --heads 8 --micro-batch 64 --steps 50   # GPU, bf16
     python benchmarks/throughput.py --compile              # GPU: also torch.compile our model
 
@@ -58,6 +59,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--block", type=int, default=4, help="timed steps per configuration per round")
     p.add_argument("--num-workers", type=int, default=1, help="our loader's worker processes")
     p.add_argument("--compile", action="store_true", help="torch.compile our model (GPU path)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="OMP_NUM_THREADS for every configuration (0 = torch's default, one per core); on a busy "
+                        "CPU 1 avoids OpenMP threads spinning against other jobs")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "throughput.json"))
     p.add_argument("--worker", choices=("ours", "reference", "packed"), help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -272,7 +276,8 @@ def main() -> int:
                 [sys.executable, __file__, "--worker", name, "--data", str(shards), "--tmp", str(tmp),
                  "--peak", str(peak), *passthrough, *(["--compile"] if a.compile else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=(tmp / f"{name}.log").open("w"), text=True,
-                env={**os.environ, "MASTER_PORT": str(29533)}))
+                env={**os.environ, "MASTER_PORT": str(29533),
+                     **({"OMP_NUM_THREADS": str(a.threads)} if a.threads else {})}))
         # Interleaved blocks: on a shared machine the load changes over minutes; alternating the
         # configurations exposes each to the same conditions. The first step of each block is dropped.
         steps: dict[str, list] = {n: [] for n in WORKERS}
@@ -308,7 +313,7 @@ def main() -> int:
     setup = {"device": torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores)",
              "precision": "bf16" if gpu else "fp32", "model": f"L{a.layers}-H{a.hidden}-A{a.heads}, {n_params:,} params",
              "seq_len": a.seq_len, "micro_batch": a.micro_batch, "rounds": a.rounds, "timed_steps_per_block": a.block,
-             "load_average_1min": load,
+             "load_average_1min": load, "omp_num_threads": a.threads or os.environ.get("OMP_NUM_THREADS") or "default",
              "peak_tflops": peak / 1e12, "peak_source": peak_src, "torch": torch.__version__,
              "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     print(f"\n{setup['device']} | {setup['precision']} | {setup['model']} | micro batch {a.micro_batch} x "

@@ -416,6 +416,12 @@ def pretrain(cfg: PretrainConfig, model_cfg: ModelConfig, ds_config_path: str,
 
     run_dir = Path(cfg.out)
     ckpt_root = run_dir / CHECKPOINTS
+    if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ:
+        # Started as `python launch/pretrain.py` (no launcher): one process. Without these DeepSpeed
+        # would try MPI discovery and fail for want of mpi4py.
+        for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                     ("MASTER_PORT", "29500")):
+            os.environ.setdefault(k, v)
     world_size, global_rank = int(os.environ.get("WORLD_SIZE", "1")), rank()
     ds = load_ds_config(ds_config_path)
     _, micro, _ = check_batch_sizes(ds, world_size, where=str(ds_config_path))
