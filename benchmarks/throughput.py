@@ -268,6 +268,8 @@ def main() -> int:
     procs = []
     try:
         shards = Path(a.data) if a.data else make_shards(tmp)
+        if a.threads:
+            torch.set_num_threads(a.threads)  # the peak is that of the threads each configuration gets
         peak, peak_src = peak_flops(device)
         passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items()
                        if k in ("hidden", "layers", "heads", "seq_len", "micro_batch", "num_workers")]
