@@ -348,3 +348,20 @@ def test_corrupt_shard_under_the_launcher_fails_every_rank_without_hanging(tmp_p
     assert proc.returncode != 0
     assert re.search(r"error: .*shard-\d{6}\.tar: corrupt or truncated shard", log), log[-3000:]
     assert not (tmp_path / "run" / "checkpoints" / "latest").exists()
+
+
+@pytest.mark.timeout(600)
+def test_single_process_resume_with_other_world_size_is_refused(tmp_path, reference_run, hg38_shards, ds_config):
+    """`python launch/pretrain.py` (no launcher) runs one process; resuming a 2-rank run with 1 rank would
+    change the batch composition and data order, so it is refused with a message, not run silently."""
+    import shutil
+
+    run, _ = reference_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    env = {k: v for k, v in launcher_env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    r = subprocess.run([sys.executable, str(REPO / "launch" / "pretrain.py"), "--deepspeed_config", str(ds_config),
+                        "--data", str(hg38_shards), "--out", str(copy), "--max-steps", "40", "--resume", *RUN_FLAGS],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "saved by 2 ranks, resuming with 1; exact resume needs the same number of ranks" in r.stderr
