@@ -1,23 +1,25 @@
 """Pretraining throughput: our DeepSpeed engine vs. the reference recipe's HF Trainer, in one run.
 
-    python benchmarks/throughput.py                       # CPU: small model, ~5 min, fp32 (2 cores)
-    python benchmarks/throughput.py --threads 1           # CPU shared with other jobs
-    python benchmarks/throughput.py --hidden 512 --layers 6 --heads 8 --micro-batch 64 --steps 50   # GPU, bf16
-    python benchmarks/throughput.py --compile              # GPU: also torch.compile our model
+    python benchmarks/throughput.py --threads 1 --rounds 5     # CPU (2 cores, shared): small model, fp32, ~3 min
+    python benchmarks/throughput.py --hidden 512 --layers 6 --heads 8 --micro-batch 64 --block 20   # GPU, bf16
+    python benchmarks/throughput.py ... --compile               # GPU: also torch.compile (ours and the Trainer)
 
-Three measurements on the same model (RobertaForMaskedLM, SDPA), the same shards and precision
+Four measurements on the same model (RobertaForMaskedLM, SDPA), the same shards and precision
 (fp32 on CPU, bf16 on GPU), the same micro batch and optimizer (AdamW 1e-4, wd 1e-5):
 
   ours       our engine: DeepSpeed initialised from the shipped ds_configs JSON (ZeRO-1, DeepSpeed's
              FusedAdam), tinydnabert.train.train_step and the packed 512-token rows of tinydnabert.data
              (on CPU the LM head runs on the masked positions only).
   reference  the reference recipe: transformers Trainer + DataCollatorForLanguageModeling (15 %),
-             one segment per row (<s> ids </s>), padded by the collator to the batch's longest row.
-  trainer-packed  the same Trainer + collator on our packed rows: separates the engine's gain from
+             one segment per row (<s> ids </s>) padded to 512 (the reference tokenized with
+             padding="max_length").
+  longest    the same, but the collator pads only to the batch's longest row (kinder to it).
+  packed     the same Trainer + collator on our packed rows: separates the engine's gain from
              the data layout's.
 
-The three run in interleaved blocks (--rounds x --block steps, the first step of each block dropped)
-so that a shared machine's changing load hits all of them alike. Reported: medians of step time; tokens/s counts real tokens (not padding), positions/s counts every row position computed;
+The four run in interleaved blocks (--rounds x --block steps, the first step of each block dropped)
+so that a shared machine's changing load hits all of them alike. Reported: medians of step time;
+tokens/s counts real tokens (not padding), positions/s counts every row position computed;
 samples/s = rows/s; MFU = analytic FLOPs per position (tinydnabert.model.flops_per_token) x
 positions/s / peak (measured fp32 matmul rate on CPU, bf16 datasheet on GPU); data wait % = time
 waiting for the next batch (ours: loader; Trainer: dataset fetch + collator) / step time.
@@ -55,7 +57,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--micro-batch", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (ours, reference, packed Trainer)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the four configurations")
     p.add_argument("--block", type=int, default=4, help="timed steps per configuration per round")
     p.add_argument("--num-workers", type=int, default=1, help="our loader's worker processes")
     p.add_argument("--compile", action="store_true", help="torch.compile our model (GPU path)")
@@ -63,7 +65,7 @@ def parse_args() -> argparse.Namespace:
                    help="OMP_NUM_THREADS for every configuration (0 = torch's default, one per core); on a busy "
                         "CPU 1 avoids OpenMP threads spinning against other jobs")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "throughput.json"))
-    p.add_argument("--worker", choices=("ours", "reference", "packed"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=("ours", "reference", "longest", "packed"), help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     p.add_argument("--peak", type=float, help=argparse.SUPPRESS)
     return p.parse_args()
@@ -141,14 +143,19 @@ class Ours:
 class HFTrainer:
     """The reference recipe: transformers Trainer + DataCollatorForLanguageModeling (15 % masking)."""
 
-    def __init__(self, a, shards: Path, gpu: bool, peak: float, packed: bool, tmp: Path):
+    NAMES = {"reference": "reference: HF Trainer + collator, padded to 512",
+             "longest": "HF Trainer + collator, padded to batch's longest",
+             "packed": "HF Trainer + collator, packed rows"}
+
+    def __init__(self, a, shards: Path, gpu: bool, peak: float, layout: str, tmp: Path):
         from transformers import DataCollatorForLanguageModeling, TrainerCallback, TrainingArguments
 
         from tinydnabert import data as data_mod
         from tinydnabert import formats
         from tinydnabert.tokenizer import load_tokenizer
 
-        self.name = "HF Trainer + collator, packed rows" if packed else "reference: HF Trainer + collator, padded"
+        self.name = self.NAMES[layout]
+        packed = layout == "packed"
         tok = load_tokenizer(shards)
         rows: list[list[int]] = []
         for shard in formats.shard_paths(shards, "train"):
@@ -157,14 +164,17 @@ class HFTrainer:
             if packed:  # our layout: concatenate and cut into full rows
                 flat = [t for seg in segs for t in seg]
                 rows += [flat[i:i + a.seq_len] for i in range(0, len(flat) - a.seq_len + 1, a.seq_len)]
-            else:  # one segment per row; the collator pads to the longest row of the batch
+            else:  # one segment per row, padded by the collator (to 512, or to the batch's longest row)
                 rows += segs
         self.dataset = [{"input_ids": r} for r in rows]
         self.mcfg = ModelConfig(hidden_size=a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads,
                                 intermediate_size=4 * a.hidden).with_tokenizer(tok)
         torch.manual_seed(0)
         self.model = build_model(self.mcfg)
-        collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
+        # The reference tokenized with padding="max_length" (every row 512 positions); "longest" is the
+        # kinder dynamic padding of the collator, for comparison.
+        collator = DataCollatorForLanguageModeling(
+            tok, mlm_probability=0.15, pad_to_multiple_of=a.seq_len if layout == "reference" else None)
         self.cur = {"collate": 0.0, "real": 0, "positions": 0}
         self.steps: list[dict] = []
         outer = self
@@ -196,7 +206,7 @@ class HFTrainer:
         self.collate, self.callback = timed_collate, Clock()
         self.a, self.offset = a, 0
         self.args = TrainingArguments(
-            output_dir=str(tmp / ("trainer-packed" if packed else "trainer")),
+            output_dir=str(tmp / f"trainer-{layout}"),
             per_device_train_batch_size=a.micro_batch, max_steps=1, learning_rate=1e-4, weight_decay=1e-5,
             adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, warmup_steps=1, lr_scheduler_type="linear",
             max_grad_norm=1.0, logging_steps=10**6, save_strategy="no", report_to=[], disable_tqdm=True,
@@ -234,7 +244,7 @@ def summarize(name: str, steps: list[dict], fpt: float, micro_batch: int, peak: 
             "padding_pct": 100 * (1 - sum(s["real"] for s in steps) / sum(s["positions"] for s in steps))}
 
 
-WORKERS = ("ours", "reference", "packed")
+WORKERS = ("ours", "reference", "longest", "packed")
 
 
 def worker(a) -> int:
@@ -248,7 +258,7 @@ def worker(a) -> int:
     if a.worker == "ours":
         cfg = Ours(a, shards, gpu, peak)
     else:
-        cfg = HFTrainer(a, shards, gpu, peak, a.worker == "packed", tmp)
+        cfg = HFTrainer(a, shards, gpu, peak, a.worker, tmp)
     for line in sys.stdin:
         cfg.steps = []
         cfg.run(int(line.split()[1]))
@@ -320,11 +330,11 @@ def main() -> int:
              "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     print(f"\n{setup['device']} | {setup['precision']} | {setup['model']} | micro batch {a.micro_batch} x "
           f"{a.seq_len} | medians of {a.rounds} x {a.block} interleaved steps | load {min(load):.1f}-{max(load):.1f} | peak {peak / 1e12:.3f} TFLOP/s ({peak_src})\n")
-    head = f"| {'configuration':<42} | step ms | tokens/s | positions/s | samples/s |  MFU  | data wait | padding | ours / this |"
+    head = f"| {'configuration':<50} | step ms | tokens/s | positions/s | samples/s |  MFU  | data wait | padding | ours / this |"
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in results:
-        print(f"| {r['name']:<42} | {r['step_ms']:7.0f} | {r['tokens_per_sec']:8.0f} | {r['positions_per_sec']:11.0f} | "
+        print(f"| {r['name']:<50} | {r['step_ms']:7.0f} | {r['tokens_per_sec']:8.0f} | {r['positions_per_sec']:11.0f} | "
               f"{r['samples_per_sec']:9.2f} | {100 * r['mfu']:4.1f}% | {r['data_wait_pct']:8.1f}% | "
               f"{r['padding_pct']:6.1f}% | {r['ratio_ours_tokens_per_sec']:10.2f}x |")
     out = Path(a.out)
