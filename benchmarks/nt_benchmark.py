@@ -160,8 +160,9 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ]
     for label, dx, values, err, style in bars:
         rects = ax.bar([i + dx for i in x], values, w, yerr=err, capsize=3, label=label, **style)
-        for rect, v in zip(rects, values):
-            ax.annotate(f"{v:.2f}", (rect.get_x() + rect.get_width() / 2, max(v, 0.0)), xytext=(0, 3),
+        for rect, v, e in zip(rects, values, err or [0.0] * len(values)):
+            # above the error bar, so the number and the whisker do not overlap
+            ax.annotate(f"{v:.2f}", (rect.get_x() + rect.get_width() / 2, max(v, 0.0) + (e or 0.0)), xytext=(0, 3),
                         textcoords="offset points", ha="center", fontsize=7)
         if dx == w:
             for rect, r in zip(rects, done):
@@ -245,7 +246,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     md = markdown(rows, summary, meta)
     atomic_write_text(out / "nt_benchmark.md", md)
     chart(rows, out / "nt_benchmark.png",
-          f"{Path(args.model).name}: test MCC, {args.steps} steps x {args.batch_size}, {args.seeds} seed(s)")
+          f"{'/'.join(Path(args.model).resolve().parts[-2:])}: test MCC, {args.steps} steps x {args.batch_size}, "
+          f"lr {args.lr:g}, {args.seeds} seed(s)")
     print(md, flush=True)
     print(f"wrote {out}/nt_benchmark.{{json,csv,md,png}}", flush=True)
     return result
