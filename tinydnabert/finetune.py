@@ -238,18 +238,24 @@ def mcc(y_true, y_pred) -> float:
     return float(matthews_corrcoef(y_true, y_pred))
 
 
+def autocast_for(device, bf16: bool):
+    """A context-manager factory: bf16 autocast on GPU; CPU runs fp32 (CPU bf16 matmuls are slow on most hosts)."""
+    import torch
+
+    if device.type == "cuda" and bf16:
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 def train_one_seed(cfg: FinetuneConfig, model, pad_id: int, train: tuple[list, np.ndarray],
-                   val: tuple[list, np.ndarray], seed: int, device) -> dict[str, Any]:
+                   val: tuple[list, np.ndarray], seed: int, device, amp) -> dict[str, Any]:
     """The loop: `steps` optimizer steps, validation every `eval_every`, the best state restored."""
     import torch
 
     model.to(device)
     model.train()
-    # bf16 autocast on GPU; CPU runs fp32 (CPU bf16 matmuls are slow on most hosts).
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.bf16 \
-        else contextlib.nullcontext
     decay, no_decay = [], []
-    for n, p in model.named_parameters():
+    for p in model.parameters():
         # The usual BERT recipe: no weight decay on biases and LayerNorm gains.
         (no_decay if p.ndim < 2 else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -272,7 +278,8 @@ def train_one_seed(cfg: FinetuneConfig, model, pad_id: int, train: tuple[list, n
     it = batches()
     best = {"val_mcc": -math.inf, "step": 0, "state": None}
     history: list[dict[str, float]] = []
-    t0, t_log, running = time.perf_counter(), time.perf_counter(), 0.0
+    t0 = t_log = time.perf_counter()
+    last_log = 0
     for step in range(1, cfg.steps + 1):
         idx = next(it)
         x, m = collate([train_ids[i] for i in idx], pad_id, device)
@@ -287,8 +294,9 @@ def train_one_seed(cfg: FinetuneConfig, model, pad_id: int, train: tuple[list, n
         sched.step()
         opt.zero_grad(set_to_none=True)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            running = loss.item()  # device sync: only at the log interval
-            dt = (time.perf_counter() - t_log) / cfg.log_every * 1000
+            running = loss.item()  # device sync: only at the log interval (and at evaluations)
+            dt = (time.perf_counter() - t_log) / (step - last_log) * 1000
+            last_log = step
             print0(f"seed {seed} | step {step:06d}/{cfg.steps:06d} | loss {running:.4f} | "
                    f"lr {sched.get_last_lr()[0]:.1e} | {dt:.0f} ms/step")
             t_log = time.perf_counter()
@@ -302,7 +310,7 @@ def train_one_seed(cfg: FinetuneConfig, model, pad_id: int, train: tuple[list, n
                         "state": {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()}}
     model.load_state_dict(best["state"])
     return {"best_step": best["step"], "val_mcc": best["val_mcc"], "history": history,
-            "train_seconds": round(time.perf_counter() - t0, 2), "amp": amp}
+            "train_seconds": round(time.perf_counter() - t0, 2)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,8 +406,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                 print0(f"finetune {task.name} ({model_info['kind']}): train {len(train_seqs)} | val {len(val_seqs)} | "
                        f"test {len(test_seqs)} | labels {data.labels} | max_length {max_len} tokens "
                        f"({truncated} truncated) | {n_params:,} params | {device}")
-            r = train_one_seed(cfg, model, pad_id, (enc["train"], train_y), (enc["val"], val_y), seed, device)
-            amp = r.pop("amp")
+            amp = autocast_for(device, cfg.bf16)
+            r = train_one_seed(cfg, model, pad_id, (enc["train"], train_y), (enc["val"], val_y), seed, device, amp)
             pred = predict(model, enc["test"], pad_id, cfg.eval_batch_size, device, amp)
             test_mcc = mcc(test_y, pred)
             acc = float((pred == test_y).mean())
