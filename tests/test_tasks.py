@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tinydnabert.common import InputError
-from tinydnabert.tasks import (GROUPS, NT_ORIGINAL_HUB, NT_REVISED_HUB, TASKS, adhoc_task, get_task, load_published_scores,
+from tinydnabert.tasks import (GROUPS, NT_ORIGINAL_HUB, NT_REVISED_HUB, TASKS, adhoc_task, get_task, load_hub, load_published_scores,
                                load_task_data, resolve_tasks)
 
 # SOURCES.md: rows per split
@@ -214,3 +214,25 @@ def test_http_urls_on_localhost(tmp_path: Path, real_data):
                            cache_dir=str(tmp_path / "cache"))
     finally:
         srv.shutdown()
+
+
+def test_hub_code_path_on_a_local_repository_copy(tmp_path: Path, real_data):
+    """`datasets.load_dataset(repo, config)` — the exact call made for the hub — on a local directory laid
+    out like the hub repository (README.md declaring one config per task), with the real sample rows."""
+    import pandas as pd
+
+    df = pd.read_csv(real_data / "benchmark/nt_revised_sample/train.tsv", sep="\t")
+    repo = tmp_path / "nucleotide_transformer_downstream_tasks_revised"
+    configs = []
+    for name in ("promoter_all", "splice_sites_all"):
+        sel = df[df.task == name].reset_index(drop=True)
+        (repo / name).mkdir(parents=True)
+        sel.iloc[: len(sel) // 2].to_parquet(repo / name / "train.parquet")
+        sel.iloc[len(sel) // 2:].to_parquet(repo / name / "test.parquet")
+        configs.append(f"- config_name: {name}\n  data_files:\n  - split: train\n    path: {name}/train.parquet\n"
+                       f"  - split: test\n    path: {name}/test.parquet\n")
+    (repo / "README.md").write_text("---\nconfigs:\n" + "".join(configs) + "---\n")
+    splits = load_hub(get_task("splice_sites_all"), source=str(repo), cache_dir=str(tmp_path / "cache"))
+    n = int((df.task == "splice_sites_all").sum())
+    assert {k: len(v.sequences) for k, v in splits.items()} == {"train": n // 2, "test": n - n // 2}
+    assert sorted(set(splits["test"].labels)) == [0, 1, 2]
