@@ -236,3 +236,6 @@ def test_hub_code_path_on_a_local_repository_copy(tmp_path: Path, real_data):
     n = int((df.task == "splice_sites_all").sum())
     assert {k: len(v.sequences) for k, v in splits.items()} == {"train": n // 2, "test": n - n // 2}
     assert sorted(set(splits["test"].labels)) == [0, 1, 2]
+    # the same through --data (a clone of the hub repository)
+    d = load_task_data(get_task("promoter_all"), repo, cache_dir=str(tmp_path / "cache"))
+    assert sum(d.counts().values()) == int((df.task == "promoter_all").sum()) and d.labels == [0, 1]

@@ -458,13 +458,17 @@ def load_hub(task: Task, source: str | None = None, data_files: dict[str, str] |
             raise InputError(f"{what}: could not load with datasets ({type(e).__name__}: {e})") from e
     else:
         repo = source or task.hub_id
-        what = f"hf://datasets/{repo} (config {task.hub_config})"
+        config = task.hub_config or task.short
+        what = f"hf://datasets/{repo} (config {config})" if source is None else f"{repo} (config {config})"
         try:
-            ds = datasets.load_dataset(repo, task.hub_config, cache_dir=cache_dir)
+            ds = datasets.load_dataset(repo, config, cache_dir=cache_dir)
         except Exception as e:
+            if source is not None:
+                raise InputError(f"{what}: could not load with datasets ({type(e).__name__}: {str(e)[:200]}); "
+                                 f"is config {config!r} declared in its README.md?") from e
             raise InputError(f"{what}: could not load from the Hugging Face hub ({type(e).__name__}: "
-                             f"{str(e)[:200]}); without network, download the task files elsewhere and "
-                             f"pass --data PATH (train/test .csv, .tsv or .fna)") from e
+                             f"{str(e)[:200]}); without network, clone the dataset repository (or download "
+                             f"the task files) elsewhere and pass --data PATH") from e
     out: dict[str, Split] = {}
     for split_name, table in ds.items():
         split = _SPLIT_ALIASES.get(split_name, split_name)
@@ -483,6 +487,14 @@ def load_hub(task: Task, source: str | None = None, data_files: dict[str, str] |
             raise InputError(f"{what}: split {split_name} has no rows for task {task.hub_config!r}")
         out[split] = Split(seqs, labels, f"{what}:{split_name}")
     return out
+
+
+def _is_hub_repo_copy(path: Path) -> bool:
+    readme = path / "README.md"
+    if not (path.is_dir() and readme.is_file()):
+        return False
+    head = readme.read_text(encoding="utf-8", errors="replace")[:20000]
+    return head.startswith("---") and "\nconfigs:" in head
 
 
 def _parquet_files(path: Path) -> dict[str, str]:
@@ -515,6 +527,9 @@ def load_task_data(task: Task, path: str | Path | None = None, cache_dir: str | 
     a local file/directory, or an http(s) URL of a parquet/csv file (read with `datasets`)."""
     if path is not None and "://" in str(path):
         splits, source = load_hub(task, data_files=parse_data_urls(str(path)), cache_dir=cache_dir), str(path)
+    elif path is not None and _is_hub_repo_copy(Path(path)):
+        # a clone of the hub repository (README.md declaring the configs): the hub code path, locally
+        splits, source = load_hub(task, source=str(path), cache_dir=cache_dir), str(path)
     elif path is not None and _parquet_files(Path(path)):
         # parquet (what the hub serves) goes through `datasets`, the same code path as the hub
         splits, source = load_hub(task, data_files=_parquet_files(Path(path)), cache_dir=cache_dir), str(path)
