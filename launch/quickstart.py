@@ -92,20 +92,20 @@ PRESETS: dict[str, Preset] = {
         finetune_steps=20, finetune_batch=16, finetune_max_train=512, finetune_lr=1e-3,
         tasks="gue/prom_300_tata,gue/H3",
         budgets=dict(genome=1, preprocess=5, pretrain=30, export=8, finetune=50, report=8)),
-    # The 15-minute demo on 2 CPU cores: all of GRCh37 chr20 (59.5 Mbp) with the reference tokenizer
-    # settings, then a 4-layer 128-wide model (the reference 512x6 model trains at ~1.5k tok/s here:
-    # nothing would be learned in minutes; this one runs ~12k tok/s) for 400 steps of 32 x 256 tokens
-    # (3.3M tokens, ~5 min). Fine-tuning, 300 steps of 32 at lr 1e-3 per task and kind: two
-    # short-sequence tasks (70 and 101 bp, ~20 tokens) that reach MCC 0.25-0.5 within 150 steps, and
-    # the 300 bp TATA promoters (at 100 steps of 16 it was still at MCC 0: one class).
+    # The 15-minute demo on 2 CPU cores, sized from measured runs on a shared 2-core machine: all of
+    # GRCh37 chr20 (59.5 Mbp) with the reference tokenizer settings; a 4-layer 128-wide model (the
+    # reference 512x6 trains at ~1.5k tok/s here: nothing would be learned in minutes; this one runs
+    # ~12k tok/s on idle cores, 1.3-2.7k when other jobs share them) for 150 steps of 16 x 256 tokens.
+    # Fine-tuning, 150 steps of 32 at lr 1e-3 per task and kind: two short-sequence tasks (70 and
+    # 101 bp, ~20 tokens; 6-8 s a run) and the 300 bp TATA promoters.
     "cpu": Preset(
         name="cpu", vocab_size=1024, min_frequency=4, samples_per_shard=2048, val_fraction=0.01,
-        ds_base="zero1-cpu-fp32.json", train_batch=32, micro_batch=16, peak_lr=1e-3, seq_len=256,
+        ds_base="zero1-cpu-fp32.json", train_batch=16, micro_batch=16, peak_lr=1e-3, seq_len=256,
         model=dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512),
-        pretrain_steps=400, eval_interval=100, log_interval=10, val_batches=8,
-        finetune_steps=300, finetune_batch=32, finetune_max_train=8000, finetune_lr=1e-3,
+        pretrain_steps=150, eval_interval=50, log_interval=10, val_batches=8,
+        finetune_steps=150, finetune_batch=32, finetune_max_train=8000, finetune_lr=1e-3,
         tasks="gue/prom_core_all,gue/mouse_0,gue/prom_300_tata",
-        budgets=dict(genome=1, preprocess=45, pretrain=330, export=10, finetune=240, report=10)),
+        budgets=dict(genome=1, preprocess=45, pretrain=200, export=10, finetune=150, report=10)),
     # One GPU: the reference model, precision and tokens per step (128 x 512, bf16), a short run.
     "gpu": Preset(
         name="gpu", vocab_size=1024, min_frequency=4, samples_per_shard=4096, val_fraction=0.01,
