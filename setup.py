@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tinydnabert", "tinydnabert.*"]),
-    package_data={"tinydnabert": ["data/*.csv", "data/*.md"]},
+    package_data={"tinydnabert": ["published/*.csv", "published/*.md"]},
     install_requires=[
         # torch: install the build for your machine FIRST (README step 1). An unpinned
         # `torch` here would let pip pull a multi-GB CUDA wheel onto a CPU-only box.

@@ -155,14 +155,19 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
          dict(color="#9e9e9e")),
         ("Ours (pretrained)", 0.0, [r["ours_mcc"] for r in done], [r["ours_sd"] for r in done],
          dict(color="#1f77b4")),
-        ("SOTA (hatched: other data)", w, [r["sota_mcc"] or 0.0 for r in done], None,
+        # a task with no published figure (e.g. gue/mouse_0) gets no bar and an "n/a" label, not a 0.00 bar
+        ("SOTA (hatched: other data)", w, [r["sota_mcc"] for r in done], None,
          dict(color="white", edgecolor="#d62728")),
     ]
     for label, dx, values, err, style in bars:
-        rects = ax.bar([i + dx for i in x], values, w, yerr=err, capsize=3, label=label, **style)
+        heights = [0.0 if v is None else v for v in values]
+        rects = ax.bar([i + dx for i in x], heights, w, yerr=err, capsize=3, label=label, **style)
         for rect, v, e in zip(rects, values, err or [0.0] * len(values)):
+            if v is None:
+                rect.set_visible(False)
             # above the error bar, so the number and the whisker do not overlap
-            ax.annotate(f"{v:.2f}", (rect.get_x() + rect.get_width() / 2, max(v, 0.0) + (e or 0.0)), xytext=(0, 3),
+            ax.annotate("n/a" if v is None else f"{v:.2f}",
+                        (rect.get_x() + rect.get_width() / 2, max(v or 0.0, 0.0) + (e or 0.0)), xytext=(0, 3),
                         textcoords="offset points", ha="center", fontsize=7)
         if dx == w:
             for rect, r in zip(rects, done):

@@ -41,7 +41,7 @@ def test_registry_has_the_36_nt_tasks_with_published_figures(repo_root: Path):
                             "reference_scratch_mcc": 0.628, "reference_tinydnabert_mcc": 0.78}
     assert TASKS["nt_original/splice_sites_all"].num_classes == 3
     # the package data is the published table, unchanged, with its source note beside it
-    pkg = repo_root / "tinydnabert" / "data"
+    pkg = repo_root / "tinydnabert" / "published"
     shared = repo_root.parent / "shared" / "reference" / "nt_scores.csv"
     if shared.is_file():
         assert (pkg / "nt_scores.csv").read_bytes() == shared.read_bytes()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from typing import Any, TypeVar
 
@@ -40,7 +41,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         kwargs: dict[str, Any] = {"dest": f.name, "help": f"{help_text} (default: {default})"}
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
-        if origin is typing.Union and type(None) in args:  # Optional[X]
+        if origin in (typing.Union, types.UnionType) and type(None) in args:  # Optional[X] or X | None
             tp = next(a for a in args if a is not type(None))
             origin, args = typing.get_origin(tp), typing.get_args(tp)
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING

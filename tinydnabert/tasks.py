@@ -19,7 +19,7 @@ SORTED list of distinct labels and a label's id is its index there, so ids never
 or directory order. Sequences are upper-cased (soft-masked repeats are lower case); anything but
 A/C/G/T/N is an `InputError` naming the file and row.
 
-The published figures beside each NT task come from tinydnabert/data/nt_scores.csv (see its
+The published figures beside each NT task come from tinydnabert/published/nt_scores.csv (see its
 SOURCE.md for where each column comes from).
 """
 
@@ -78,8 +78,8 @@ class Task:
 
 
 def load_published_scores() -> list[dict[str, str]]:
-    """The rows of tinydnabert/data/nt_scores.csv (published MCC figures; see data/SOURCE.md)."""
-    text = resources.files("tinydnabert").joinpath("data/nt_scores.csv").read_text(encoding="utf-8")
+    """The rows of tinydnabert/published/nt_scores.csv (published MCC figures; see published/SOURCE.md)."""
+    text = resources.files("tinydnabert").joinpath("published/nt_scores.csv").read_text(encoding="utf-8")
     return list(csv.DictReader(io.StringIO(text)))
 
 
