@@ -111,3 +111,14 @@ def test_cli_export(tmp_path, checkpoint):
     assert main(["export", str(tag), str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "model.safetensors").is_file()
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "hf3")]) == 2
+
+
+def test_corrupt_marker_is_named(tmp_path, checkpoint):
+    tag, _ = checkpoint
+    (tag / "tinydnabert_checkpoint.json").write_text('{"step": 5}')  # no model_config
+    with pytest.raises(InputError, match=r"tinydnabert_checkpoint.json: not a valid checkpoint marker"):
+        export_checkpoint(tag, tmp_path / "hf")
+    (tag / "tinydnabert_checkpoint.json").write_text("{ not json")
+    with pytest.raises(InputError, match=r"tinydnabert_checkpoint.json: not a valid checkpoint marker"):
+        export_checkpoint(tag, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()

@@ -65,8 +65,13 @@ def load_module_state(ckpt_dir: Path) -> dict[str, torch.Tensor]:
 def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write an HF directory for the checkpoint (a tag dir, or a run/checkpoints dir: its latest). Returns out_dir."""
     ckpt = _resolve(checkpoint_dir)
-    marker = json.loads((ckpt / MARKER).read_text())
-    model_cfg = ModelConfig(**marker["model_config"])
+    try:
+        marker = json.loads((ckpt / MARKER).read_text())
+        model_cfg = ModelConfig(**marker["model_config"])
+        step, tokens_seen = marker["step"], marker["tokens_seen"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InputError(f"{ckpt / MARKER}: not a valid checkpoint marker ({type(e).__name__}: {e}); "
+                         "export an earlier complete checkpoint") from e
     state = load_module_state(ckpt)
     model = build_model(model_cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -84,7 +89,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, overwrite
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)
         (tmp / "tinydnabert_export.json").write_text(json.dumps(
-            {"checkpoint": str(ckpt.resolve()), "step": marker["step"], "tokens_seen": marker["tokens_seen"],
+            {"checkpoint": str(ckpt.resolve()), "step": step, "tokens_seen": tokens_seen,
              "model_config": marker["model_config"]}, indent=2) + "\n")
     return Path(out_dir)
 
