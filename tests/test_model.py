@@ -92,3 +92,17 @@ def test_flops_per_token_reference():
 def test_bad_model_config_says_what_is_wrong(kwargs, words):
     with pytest.raises(InputError, match=words):
         ModelConfig(**kwargs)
+
+
+def test_tokenizer_without_pad_is_named():
+    class Tok:  # no <pad>: convert_tokens_to_ids falls back to <unk>
+        name_or_path = "/somewhere/tokenizer"
+
+        def convert_tokens_to_ids(self, t):
+            return {"<s>": 0, "</s>": 2, "<unk>": 3}.get(t, 3)
+
+        def __len__(self):
+            return 100
+
+    with pytest.raises(InputError, match=r"^/somewhere/tokenizer: tokenizer has no pad token"):
+        ModelConfig.tiny().with_tokenizer(Tok())

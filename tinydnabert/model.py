@@ -95,7 +95,8 @@ class ModelConfig:
         unk = tokenizer.convert_tokens_to_ids("<unk>")
         for name, i in ids.items():
             if i is None or (i == unk and name != "unk"):
-                raise InputError(f"tokenizer has no {name} token; re-run `tinydnabert preprocess` to make one")
+                where = getattr(tokenizer, "name_or_path", "") or "tokenizer"
+                raise InputError(f"{where}: tokenizer has no {name} token; re-run `tinydnabert preprocess` to make one")
         return dataclasses.replace(self, vocab_size=len(tokenizer), pad_token_id=ids["pad"],
                                    bos_token_id=ids["bos"], eos_token_id=ids["eos"])
 
