@@ -37,8 +37,9 @@ from tinydnabert.tasks import Task, load_task_data, resolve_tasks
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("scratch", "pretrained")
 # Settings that must match for a finished run to be reused.
-PROTOCOL_KEYS = ("steps", "batch_size", "lr", "warmup_steps", "weight_decay", "eval_every", "seed", "seeds",
-                 "val_fraction", "validation", "max_train_samples", "max_length")
+# The model too: a run of another --model under the same --out must not be reused as this model's result.
+PROTOCOL_KEYS = ("model", "scratch_from", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "eval_every",
+                 "seed", "seeds", "val_fraction", "validation", "max_train_samples", "max_length")
 
 
 def sota_for(task: Task) -> tuple[float | None, str]:

@@ -85,6 +85,12 @@ def test_benchmark_table_json_csv_png_and_resume(bench, export: Path, tmp_path: 
     # ... but not under other settings, which would mix protocols in one table
     assert bench.main([*argv[:-2], "--seeds", "3"]) == 2
     assert "finished under other settings" in capsys.readouterr().err
+    # ... nor for another --model (its results would be reported as this model's)
+    other = tmp_path / "other_export"
+    other.mkdir()
+    assert bench.main([argv[0], str(other), *argv[2:]]) == 2
+    err = capsys.readouterr().err
+    assert "finished under other settings" in err and "other_export" in err
 
 
 def test_benchmark_bad_inputs(bench, tmp_path: Path, capsys):
