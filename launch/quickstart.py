@@ -456,6 +456,8 @@ class Quickstart:
 
     def prepare_out(self) -> None:
         if self.out.exists():
+            if not self.out.is_dir():
+                raise InputError(f"{self.out}: exists and is not a directory; choose another --out")
             if not (self.out / MARKER).is_file() and any(self.out.iterdir()):
                 raise InputError(f"{self.out}: exists and is not a quickstart output; choose another --out "
                                  f"or remove it")

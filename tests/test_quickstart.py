@@ -115,6 +115,10 @@ def test_refuses_an_output_dir_it_did_not_make(tmp_path, monkeypatch, capsys):
     assert qs.main(["--smoke", "--out", str(tmp_path)]) == 2
     assert "is not a quickstart output" in capsys.readouterr().err
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+    # A file where the output directory should go: an error, not a traceback, and the file is kept.
+    assert qs.main(["--smoke", "--out", str(tmp_path / "precious.txt")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
     # A FASTA named by the environment must exist.
     monkeypatch.setenv(qs.FASTA_ENV, str(tmp_path / "missing.fa.gz"))
     assert qs.main(["--smoke", "--dry-run", "--out", str(tmp_path / "x")]) == 2
