@@ -156,6 +156,18 @@ def test_bad_sequence_names_file_and_row(tmp_path: Path):
         load_task_data(adhoc_task("bad"), d)
 
 
+def test_unreadable_files_are_input_errors_naming_the_file(tmp_path: Path):
+    d = tmp_path / "enc"
+    d.mkdir()
+    (d / "train.csv").write_bytes(b"sequence,label\nACGT,0\n\xff\xfeAC,1\n")   # not UTF-8
+    (d / "test.csv").write_text("sequence,label\nACGT,0\nACGT,1\n")
+    with pytest.raises(InputError, match=r"enc/train\.csv: cannot read as UTF-8 text"):
+        load_task_data(adhoc_task("enc"), d)
+    (tmp_path / "cut.csv.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")            # truncated gzip
+    with pytest.raises(InputError, match=r"cut\.csv\.gz: cannot read as UTF-8 text \(gzip\)"):
+        load_task_data(adhoc_task("cut"), tmp_path / "cut.csv.gz")
+
+
 def test_missing_labels_are_errors(tmp_path: Path):
     d = tmp_path / "nolabel"
     d.mkdir()

@@ -25,11 +25,13 @@ SOURCE.md for where each column comes from).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import gzip
 import io
 import re
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -243,10 +245,16 @@ def _parse_label(raw: str, where: str) -> Any:
         return int(f)
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+@contextlib.contextmanager
+def _open_text(path: Path) -> Iterator[io.TextIOBase]:
+    """The file as text; a binary, non-UTF-8 or broken .gz file is an InputError naming it, not a traceback."""
+    try:
+        with (io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="") if path.suffix == ".gz"
+              else open(path, encoding="utf-8", newline="")) as f:
+            yield f
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise InputError(f"{path}: cannot read as UTF-8 text{' (gzip)' if path.suffix == '.gz' else ''} "
+                         f"({type(e).__name__}: {e}); is it the right file, complete and not corrupt?") from e
 
 
 def read_csv_split(path: Path, delimiter: str = ",", task_filter: str | None = None) -> Split:
