@@ -191,6 +191,9 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if not Path(args.model).exists():
         raise InputError(f"{args.model}: model not found; pass the pretrained export directory (RUN/export)")
+    asked = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not asked or set(asked) - set(KINDS):
+        raise InputError(f"--kinds {args.kinds!r}: use scratch,pretrained or one of them")
     tasks = resolve_tasks(args.tasks)
     out = Path(args.out)
     rows: list[dict[str, Any]] = []
@@ -201,7 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sota, sota_src = sota_for(task)
         row: dict[str, Any] = {"task": task.name, "benchmark": task.benchmark, "sota_mcc": sota,
                                "sota_source": sota_src, "sota_comparable": task.comparable}
-        kinds = [k for k in KINDS if k in args.kinds.split(",")]
+        kinds = [k for k in KINDS if k in asked]
         if not all((run_dir(out, task, k) / RESULTS).is_file() for k in kinds):
             try:  # data that cannot be had here (hub unreachable) skips the task, not the benchmark
                 if hub_error and task.hub_id and not task.local_path:

@@ -98,3 +98,6 @@ def test_benchmark_bad_inputs(bench, tmp_path: Path, capsys):
     assert "model not found" in capsys.readouterr().err
     assert bench.main(["--model", str(tmp_path), "--tasks", "gue/nope", "--out", str(tmp_path / "o")]) == 2
     assert "unknown task 'gue/nope'" in capsys.readouterr().err
+    assert bench.main(["--model", str(tmp_path), "--tasks", "gue/H3", "--kinds", "pretrain", "--out",
+                       str(tmp_path / "o")]) == 2
+    assert "--kinds 'pretrain'" in capsys.readouterr().err and not (tmp_path / "o").exists()
