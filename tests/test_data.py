@@ -291,6 +291,11 @@ def test_truncated_and_missing_shards(synth):
     (synth / "val").mkdir()
     with pytest.raises(InputError, match="no shard"):
         build_val_loader(synth, cfg(), micro_batch_size=2)
+    manifest = json.loads((synth / formats.MANIFEST).read_text())
+    manifest["splits"]["val"]["shards"] = []  # as preprocess writes it with --val-fraction 0
+    (synth / formats.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="val split has no shards.*--val-fraction"):
+        build_val_loader(synth, cfg(), micro_batch_size=2)
 
 
 # --------------------------------------------------------------------------- real shards

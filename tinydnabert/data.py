@@ -158,6 +158,9 @@ def _load_split(data_dir: str | Path, split: str) -> _Split:
         sha = manifest["tokenizer"]["sha256"]
     except (KeyError, TypeError) as e:
         raise InputError(f"{mpath}: missing {e} (splits.{split}.shards / tokenizer); re-run preprocess") from e
+    if not entries:  # e.g. preprocessed with --val-fraction 0 and no --val-records
+        raise InputError(f"{mpath}: the {split} split has no shards; re-run `tinydnabert preprocess`"
+                         + (" with --val-fraction > 0 or --val-records" if split == "val" else ""))
     on_disk = {p.name: p for p in formats.shard_paths(data_dir, split)}  # InputError if none
     listed = [e.get("name") for e in entries]
     missing = [n for n in listed if n not in on_disk]
