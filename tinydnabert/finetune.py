@@ -24,6 +24,7 @@ import contextlib
 import csv
 import io
 import math
+import os
 import platform
 import statistics
 import sys
@@ -469,7 +470,10 @@ class _ListTasks(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print("\n".join(list_tasks()))
+        try:
+            print("\n".join(list_tasks()), flush=True)
+        except BrokenPipeError:  # `--list-tasks | head`: the reader has all it wanted; not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         parser.exit(0)
 
 
