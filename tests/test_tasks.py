@@ -145,6 +145,16 @@ def test_label_ids_are_sorted_not_file_ordered(tmp_path: Path):
     assert c.counts() == {"train": 6, "test": 6}
 
 
+def test_plain_tsv_without_a_task_column(tmp_path: Path):
+    """--data help promises train/test .tsv: a plain sequence<TAB>label file is the whole task."""
+    d = tmp_path / "tsv"
+    d.mkdir()
+    (d / "train.tsv").write_text("sequence\tlabel\nACGT\t1\nAAAA\t0\nCCCC\t1\n")
+    (d / "test.tsv").write_text("sequence\tlabel\nGGGG\t0\nTTTT\t1\n")
+    data = load_task_data(adhoc_task("mine"), d)
+    assert data.counts() == {"train": 3, "test": 2} and data.label_ids("train") == [1, 0, 1]
+
+
 # ---------------------------------------------------------------------------------- bad input
 
 def test_bad_sequence_names_file_and_row(tmp_path: Path):

@@ -360,19 +360,20 @@ def _is_fasta(path: Path) -> bool:
 
 def _read_file(path: Path, task_filter: str | None) -> Split:
     name = path.name.lower().removesuffix(".gz")
+    # A `task` column (the NT revised table) is filtered to the task; a plain sequence,label file is all one task.
     if name.endswith(".tsv"):
-        return read_csv_split(path, "\t", task_filter)
+        return read_csv_split(path, "\t", task_filter if _has_task_column(path, "\t") else None)
     if name.endswith(".csv"):
-        return read_csv_split(path, ",", task_filter if _has_task_column(path) else None)
+        return read_csv_split(path, ",", task_filter if _has_task_column(path, ",") else None)
     if _is_fasta(path):
         return read_fasta_split(path)
     raise InputError(f"{path}: unknown format; expected .csv (sequence,label), .tsv (sequence,name,label,task) "
                      f"or FASTA with '|label' headers")
 
 
-def _has_task_column(path: Path) -> bool:
+def _has_task_column(path: Path, delimiter: str) -> bool:
     with _open_text(path) as f:
-        return "task" in [h.strip().lower() for h in next(csv.reader(f), [])]
+        return "task" in [h.strip().lower() for h in next(csv.reader(f, delimiter=delimiter), [])]
 
 
 def load_local(task: Task, path: str | Path) -> dict[str, Split]:
