@@ -312,6 +312,8 @@ class Quickstart:
     def __init__(self, cfg: QuickstartConfig, log: Callable[[str], None] = print):
         self.cfg, self.preset = cfg, cfg.preset()
         self.tasks = cfg.tasks.strip() or self.preset.tasks
+        from tinydnabert.tasks import resolve_tasks
+        resolve_tasks(self.tasks)  # a misspelt --tasks fails now, not at stage 5 after pretraining
         self.log = lambda msg: log(msg) or sys.stdout.flush()
         self.out = Path(cfg.out)
         self.shards = self.out / "shards"

@@ -108,6 +108,9 @@ def test_dry_run_prints_the_runbook_and_writes_nothing(tmp_path, capsys):
                    "launch/pretrain.py --deepspeed_config", "tinydnabert export", "benchmarks/nt_benchmark.py",
                    "--tasks gue/prom_300_tata,gue/H3", "[6/6] report"):
         assert needle in text, needle
+    # a misspelt task is refused before any stage runs (not after pretraining)
+    assert qs.main(["--smoke", "--tasks", "gue/prom_300_tat", "--out", str(out)]) == 2
+    assert "unknown task 'gue/prom_300_tat'" in capsys.readouterr().err and not out.exists()
 
 
 def test_refuses_an_output_dir_it_did_not_make(tmp_path, monkeypatch, capsys):
