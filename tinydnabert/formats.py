@@ -7,7 +7,7 @@
       val/shard-000000.tar
 
 Each sample in a shard has:
-    __key__    content-derived, e.g. "chr20:10000-11024:f" (record name with '.' and '/' replaced by '_';
+    __key__    content-derived, e.g. "chr20:10000-11024:f" (record name with '%', '.' and '/' percent-escaped:
                webdataset splits member names at the first '.', so keys must not contain one)
     ids.u16    token ids WITHOUT special tokens, little-endian uint16 (vocab <= 65,535): 2 bytes/token
     json       {"record": name, "start": int, "end": int, "strand": "+" | "-"}; 0-based, half-open,
@@ -42,7 +42,9 @@ def shard_name(index: int) -> str:
 
 
 def sample_key(record: str, start: int, end: int, strand: str) -> str:
-    safe = record.replace(".", "_").replace("/", "_")
+    # Percent-escape '%', '.' and '/' (webdataset splits member names at the first '.', tar paths at '/'):
+    # injective, so records "NC_000001.11" and "NC_000001_11" never share a key.
+    safe = record.replace("%", "%25").replace(".", "%2E").replace("/", "%2F")
     return f"{safe}:{start}-{end}:{'f' if strand == '+' else 'r'}"
 
 
