@@ -12,20 +12,9 @@ Batch size, precision, optimizer, LR schedule and clipping come only from the JS
 import argparse
 import sys
 
-from tinydnabert.common import InputError, eprint
-from tinydnabert.train import add_arguments, main
-
-
-def cli(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return main(args)
-    except InputError as e:
-        eprint(f"error: {e}")
-        return 2
-
+from tinydnabert import train
+from tinydnabert.cli import run_stage
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sys.exit(run_stage(train, parser))

@@ -54,8 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"tinydnabert {name}", description=help_text,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    return run_stage(module, parser, rest)
+
+
+def run_stage(module, parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse a stage's flags and run it: the one place that turns InputError into `error: ...` + exit 2.
+    Used by `tinydnabert COMMAND` and by the thin `launch/*.py` entry points."""
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    args = parser.parse_args(argv)
     try:
         return int(module.main(args) or 0)
     except InputError as e:
