@@ -14,11 +14,11 @@ install:
 
 # The whole pipeline on the real genome: preprocess -> pretrain -> export -> fine-tune -> results (~10 min, 2 CPU cores).
 demo: install
-	$(PYTHON) launch/quickstart.py $(ARGS)
+	$(PYTHON) -m tinydnabert.cli quickstart $(ARGS)
 
 # The smallest end-to-end setting (~2 min): what tests/test_quickstart.py runs.
 smoke: install
-	$(PYTHON) launch/quickstart.py --smoke --out runs/quickstart-smoke $(ARGS)
+	$(PYTHON) -m tinydnabert.cli quickstart --smoke --out runs/quickstart-smoke $(ARGS)
 
 # README: "Run the tests" (what .ci/run runs after the same install).
 test: install

@@ -1,9 +1,8 @@
-"""benchmarks/nt_benchmark.py: pretrained vs scratch on real tasks, table + JSON + CSV + PNG, resumable."""
+"""tinydnabert benchmark: pretrained vs scratch on real tasks, table + JSON + CSV + PNG, resumable."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,15 +10,15 @@ import pytest
 
 from test_finetune import _one_thread, shared_tiny_export  # noqa: F401 - fixture re-used
 
+from tinydnabert import cli
 from tinydnabert.common import InputError
 
 
 @pytest.fixture(scope="module")
-def bench(repo_root: Path):
-    spec = importlib.util.spec_from_file_location("nt_benchmark", repo_root / "benchmarks" / "nt_benchmark.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench():
+    class Bench:  # the `tinydnabert benchmark` command, called in-process
+        main = staticmethod(lambda argv: cli.main(["benchmark", *argv]))
+    return Bench
 
 
 @pytest.fixture(scope="module")

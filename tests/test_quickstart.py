@@ -1,9 +1,8 @@
-"""launch/quickstart.py: the stage runner's banners and ETA (fake clock), the plan, and the whole
+"""tinydnabert quickstart: the stage runner's banners and ETA (fake clock), the plan, and the whole
 pipeline at its smallest setting on the real hg38 slice and the real GUE tasks, checking every artifact."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,18 +14,13 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "launch" / "quickstart.py"
+
+from tinydnabert import cli
+from tinydnabert import quickstart as qs
 
 
-def _load_quickstart():
-    spec = importlib.util.spec_from_file_location("quickstart", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["quickstart"] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
-
-
-qs = _load_quickstart()
+def run_quickstart(argv: list[str]) -> int:
+    return cli.main(["quickstart", *argv])
 
 
 class FakeClock:
@@ -101,30 +95,30 @@ def test_heartbeat_reports_inside_a_long_stage():
 
 def test_dry_run_prints_the_runbook_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "qs"
-    assert qs.main(["--smoke", "--dry-run", "--out", str(out)]) == 0
+    assert run_quickstart(["--smoke", "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert not out.exists()
     for needle in ("hg38_chr2_1-2333275.fa.gz", "tinydnabert preprocess --fasta", "deepspeed --num_gpus 1",
-                   "launch/pretrain.py --deepspeed_config", "tinydnabert export", "benchmarks/nt_benchmark.py",
+                   "launch/pretrain.py --deepspeed_config", "tinydnabert export", "tinydnabert benchmark",
                    "--tasks gue/prom_300_tata,gue/H3", "[6/6] report"):
         assert needle in text, needle
     # a misspelt task is refused before any stage runs (not after pretraining)
-    assert qs.main(["--smoke", "--tasks", "gue/prom_300_tat", "--out", str(out)]) == 2
+    assert run_quickstart(["--smoke", "--tasks", "gue/prom_300_tat", "--out", str(out)]) == 2
     assert "unknown task 'gue/prom_300_tat'" in capsys.readouterr().err and not out.exists()
 
 
 def test_refuses_an_output_dir_it_did_not_make(tmp_path, monkeypatch, capsys):
     (tmp_path / "precious.txt").write_text("keep me")
-    assert qs.main(["--smoke", "--out", str(tmp_path)]) == 2
+    assert run_quickstart(["--smoke", "--out", str(tmp_path)]) == 2
     assert "is not a quickstart output" in capsys.readouterr().err
     assert (tmp_path / "precious.txt").read_text() == "keep me"
     # A file where the output directory should go: an error, not a traceback, and the file is kept.
-    assert qs.main(["--smoke", "--out", str(tmp_path / "precious.txt")]) == 2
+    assert run_quickstart(["--smoke", "--out", str(tmp_path / "precious.txt")]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert (tmp_path / "precious.txt").read_text() == "keep me"
     # A FASTA named by the environment must exist.
     monkeypatch.setenv(qs.FASTA_ENV, str(tmp_path / "missing.fa.gz"))
-    assert qs.main(["--smoke", "--dry-run", "--out", str(tmp_path / "x")]) == 2
+    assert run_quickstart(["--smoke", "--dry-run", "--out", str(tmp_path / "x")]) == 2
     assert "TINYDNABERT_FASTA" in capsys.readouterr().err
 
 
@@ -171,7 +165,7 @@ def test_smoke_quickstart_end_to_end(tmp_path, real_data):
     out = tmp_path / "qs"
     env = dict(os.environ, TINYDNABERT_DATA=str(real_data))
     env.pop(qs.FASTA_ENV, None)
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out), "--heartbeat", "0"],
+    proc = subprocess.run([sys.executable, "-m", "tinydnabert.cli", "quickstart", "--smoke", "--out", str(out), "--heartbeat", "0"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=290)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]

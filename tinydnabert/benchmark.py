@@ -1,7 +1,7 @@
 """NT benchmark: fine-tune the pretrained model AND the same architecture from scratch on each task.
 
-    python benchmarks/nt_benchmark.py --model RUN/export --tasks all --out benchmarks/results/nt
-    python benchmarks/nt_benchmark.py --model RUN/export --tasks gue/prom_300_tata,gue/H3 \
+    tinydnabert benchmark --model RUN/export --tasks all --out runs/benchmark
+    tinydnabert benchmark --model RUN/export --tasks gue/prom_300_tata,gue/H3 \
         --steps 400 --batch-size 32 --warmup-steps 40 --eval-every 100 --seeds 3
 
 For every task: `scratch` (random weights, the pretrained model's config.json and tokenizer) and
@@ -25,16 +25,14 @@ import csv
 import io
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tinydnabert.common import InputError, atomic_write_json, atomic_write_text
-from tinydnabert.finetune import RESULTS, FinetuneConfig, run_finetune
-from tinydnabert.tasks import Task, load_task_data, resolve_tasks
+from .common import InputError, atomic_write_json, atomic_write_text
+from .finetune import RESULTS, FinetuneConfig, run_finetune
+from .tasks import Task, load_task_data, resolve_tasks
 
-REPO = Path(__file__).resolve().parents[1]
 KINDS = ("scratch", "pretrained")
 # Settings that must match for a finished run to be reused.
 # The model too: a run of another --model under the same --out must not be reused as this model's result.
@@ -262,35 +260,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="pretrained HF export directory (its config.json + tokenizer "
                                                   "also define the scratch model)")
-    p.add_argument("--tasks", default="all", help="all, nt_revised, nt_original, local, or a comma-separated list")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "nt_benchmark"), help="output directory")
+    p.add_argument("--tasks", default="all", help="all, nt_revised, nt_original, local, or a comma-separated list "
+                                                  "(default: all)")
+    p.add_argument("--out", default="runs/benchmark", help="output directory (default: runs/benchmark)")
     d = FinetuneConfig.__dataclass_fields__
     for name in ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "seeds", "seed", "max_train_samples",
                  "log_every"):
         f = d[name]
         p.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=f.default,
-                       help=f.metadata["help"])
+                       help=f"{f.metadata['help']} (default: {f.default})")
     p.add_argument("--kinds", default="scratch,pretrained",
                    help="which runs to make: scratch,pretrained (default) or one of them; scratch needs only the "
                         "model's config.json and tokenizer, so it can run while pretraining goes on")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--cache-dir", default=None, help="datasets cache directory (hub tasks)")
-    return p.parse_args(argv)
+    p.add_argument("--cache-dir", default=None, help="download cache directory (hub tasks)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        run(parse_args(argv))
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
+def main(args: argparse.Namespace) -> int:
+    run(args)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,10 @@
 """The whole pipeline, one command: genome -> preprocess (BPE tokenizer + shards) -> DeepSpeed MLM
 pretraining -> HF export -> fine-tuning on real tasks (pretrained vs scratch) -> results table + figures.
 
-    make demo                                        # = python3 launch/quickstart.py
-    python3 launch/quickstart.py --out runs/qs --fasta my_genome.fa.gz
-    python3 launch/quickstart.py --smoke             # smallest setting (~2 min on 2 CPU cores), what the test runs
-    python3 launch/quickstart.py --dry-run           # print the plan: stages, budgets, the exact commands
+    make demo                                        # = tinydnabert quickstart
+    tinydnabert quickstart --out runs/qs --fasta my_genome.fa.gz
+    tinydnabert quickstart --smoke                   # smallest setting (~2 min on 2 CPU cores), what the test runs
+    tinydnabert quickstart --dry-run                 # print the plan: stages, budgets, the exact commands
 
 Every stage runs the same command a user would type from the README (printed as `$ ...` before it
 runs), so the quickstart doubles as a runbook. Before each stage a banner says what it does, the
@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script from a checkout without `pip install -e .`
-    sys.path.insert(0, str(REPO))
+from .common import InputError, atomic_write_json, data_dir, eprint
+from .config import add_dataclass_args, config_to_dict, dataclass_from_args
 
-from tinydnabert.common import InputError, atomic_write_json, data_dir, eprint  # noqa: E402
-from tinydnabert.config import add_dataclass_args, config_to_dict, dataclass_from_args  # noqa: E402
+# The checkout this package runs from (an editable install, README step 1): the quickstart runs the
+# repository's launch/pretrain.py and reads its ds_configs/, exactly as a user following the README would.
+REPO = Path(__file__).resolve().parents[1]
 
 FASTA_ENV = "TINYDNABERT_FASTA"
 DEFAULT_GENOME = "grch37_chr20.fa.gz"
@@ -414,7 +414,7 @@ class Quickstart:
 
     def cmd_finetune(self) -> list[str]:
         p = self.preset
-        return [sys.executable, rel(REPO / "benchmarks" / "nt_benchmark.py"),
+        return [*tool("tinydnabert"), "benchmark",
                 "--model", rel(self.export_dir), "--tasks", self.tasks, "--lr", str(p.finetune_lr),
                 "--steps", str(p.finetune_steps), "--batch-size", str(p.finetune_batch),
                 "--warmup-steps", str(max(1, p.finetune_steps // 10)),
@@ -504,23 +504,13 @@ class Quickstart:
         return 0 if ok else 1
 
 
-def parse_args(argv: list[str] | None = None) -> QuickstartConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_args(parser, QuickstartConfig)
-    return dataclass_from_args(QuickstartConfig, parser.parse_args(argv))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(args: argparse.Namespace) -> int:
     try:
-        return Quickstart(parse_args(argv)).run()
-    except InputError as e:
-        eprint(f"error: {e}")
-        return 2
+        return Quickstart(dataclass_from_args(QuickstartConfig, args)).run()
     except KeyboardInterrupt:
         eprint("interrupted; rerun the same command to start again (a quickstart output directory is replaced)")
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
