@@ -32,12 +32,11 @@ import torch
 
 from tinydnabert import formats
 from tinydnabert.common import atomic_write_json, data_dir
-from tinydnabert.data import (
-    DataConfig, build_train_loader, mask_tokens, pack_rows, read_shard,
-)
+from tinydnabert.data import DataConfig, build_train_loader, mask_tokens, pack_rows
+from tinydnabert.shards import read_shard
 
 REPO = Path(__file__).resolve().parents[1]
-PAD_ID = formats.SPECIAL_TOKENS.index("<pad>")
+PAD_ID = formats.PAD_ID
 
 
 def make_shards(fasta: Path, out: Path) -> Path:
@@ -78,7 +77,7 @@ def baseline_examples(data: Path, cfg: DataConfig, n_samples: int) -> list[dict[
     """The same segments as tokenizer(padding="max_length") returns them: one per row, padded."""
     examples: list[dict[str, list[int]]] = []
     for path in formats.shard_paths(data, "train"):
-        for ids in read_shard(path)[1]:
+        for ids in (sample.ids for sample in read_shard(path, meta=False)):
             row = [0, *ids.tolist(), 2][: cfg.seq_len]
             pad = cfg.seq_len - len(row)
             examples.append({"input_ids": row + [PAD_ID] * pad, "attention_mask": [1] * len(row) + [0] * pad})
@@ -114,7 +113,7 @@ def stage_breakdown(data: Path, cfg: DataConfig) -> dict[str, float]:
     out: dict[str, list[float]] = {"read+decode": [], "pack": [], "mask": []}
     for rep in range(3):
         t0 = time.process_time()
-        _, ids = read_shard(path)
+        ids = [sample.ids for sample in read_shard(path, meta=False)]
         t1 = time.process_time()
         rows = pack_rows(ids, cfg.seq_len)
         t2 = time.process_time()
@@ -156,10 +155,11 @@ def main(argv: list[str] | None = None) -> int:
                 runs = []
                 for _ in range(args.repeats):
                     if name == "ours":
-                        runs.append(time_batches(lambda: ours(data, cfg, args.micro_batch), args.batches))
+                        runs.append(time_batches(lambda cfg=cfg: ours(data, cfg, args.micro_batch), args.batches))
                     else:  # pre-tokenized outside the timing, as `datasets.map` caches it
                         examples, collator = baseline_examples(data, cfg, n_need), hf_collator(data, cfg)
-                        runs.append(time_batches(lambda: baseline(examples, collator, cfg, args.micro_batch),
+                        runs.append(time_batches(
+                            lambda e=examples, c=collator, cfg=cfg: baseline(e, c, cfg, args.micro_batch),
                                                  args.batches))
                 row = {"pipeline": name, "workers": w,
                        **{k: statistics.median(r[k] for r in runs) for k in runs[0]},

@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,8 +320,10 @@ def main() -> int:
          f"({rk['subsample_bp'] / 1e3:.0f} kbp, {rk['subsample_s']:.1f} s)"),
     ]
     print(f"\npreprocessing benchmark: {Path(args.fasta).name}, {mbp:.1f} Mbp in segments, "
-          f"median of {args.repeat} run(s), {args.workers} workers, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}")
-    print(f"{'phase':<34} {'ours s':>8} {'Mbp/s':>7} {'RSS MiB':>8} | {'ref s':>9} {'Mbp/s':>7} {'RSS MiB':>8} | {'speedup':>8}")
+          f"median of {args.repeat} run(s), {args.workers} workers, {os.cpu_count()} cores, "
+          f"load avg {os.getloadavg()[0]:.1f}")
+    print(f"{'phase':<34} {'ours s':>8} {'Mbp/s':>7} {'RSS MiB':>8} | "
+          f"{'ref s':>9} {'Mbp/s':>7} {'RSS MiB':>8} | {'speedup':>8}")
     for what, s_ours, r_ours, s_ref, r_ref, note in rows:
         bp = ot["sample_bp"] / 1e6 if what.startswith("tokenizer") else mbp
         print(f"{what:<34} {s_ours:8.2f} {bp / s_ours:7.2f} {r_ours:8.0f} | {s_ref:9.1f} {bp / s_ref:7.3f} "
@@ -332,7 +333,8 @@ def main() -> int:
           f"{osh['samples']:,} samples, {osh['tokens']:,} tokens ({osh['bases'] / osh['tokens']:.2f} bp/token), "
           f"{osh['shards']} shards, {osh['bytes'] / 2**20:.0f} MiB")
     print(f"CPU seconds (contention-proof): ours/tokenizer train {ot['train_cpu_s']:.1f}; ours/shards scan "
-          f"{osh['scan_cpu_s']:.1f} + pass-2 main {osh['shard_main_cpu_s']:.1f} + workers {osh['shard_worker_cpu_s']:.1f}; "
+          f"{osh['scan_cpu_s']:.1f} + pass-2 main {osh['shard_main_cpu_s']:.1f} + "
+          f"workers {osh['shard_worker_cpu_s']:.1f}; "
           f"phase trees: " + ", ".join(f"{k} {v['process_cpu_s']:.1f}" for k, v in results.items()))
     ours_cpu = osh["scan_cpu_s"] + osh["shard_main_cpu_s"] + osh["shard_worker_cpu_s"]
     ref_cpu = rl["process_cpu_s"] + rk["extrapolated_cpu_s"]

@@ -42,11 +42,10 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tinydnabert.common import data_dir
+from tinydnabert.model import ModelConfig, build_model, flops_per_token
 
-from tinydnabert.common import data_dir  # noqa: E402
-from tinydnabert.model import ModelConfig, build_model, flops_per_token  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args() -> argparse.Namespace:
@@ -81,9 +80,9 @@ def make_shards(tmp: Path) -> Path:
 
 
 def peak_flops(device: torch.device) -> tuple[float, str]:
-    from tinydnabert.train import PretrainConfig, peak_flops_per_device
+    from tinydnabert.metrics import peak_flops_per_device
 
-    return peak_flops_per_device(PretrainConfig(data="-", out="-"), device)
+    return peak_flops_per_device(0.0, device)
 
 
 # ------------------------------------------------------------------------------------------------ ours
@@ -99,15 +98,13 @@ class Ours:
         import deepspeed
 
         from tinydnabert import data as data_mod
+        from tinydnabert import distributed, ds_config
         from tinydnabert.model import MaskedLMObjective
         from tinydnabert.tokenizer import load_tokenizer
-        from tinydnabert.train import rng_neutral
 
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=os.environ.get("MASTER_PORT", "29533"))
-        cfg = json.loads((REPO / "ds_configs" / ("zero1.json" if gpu else "zero1-cpu-fp32.json")).read_text())
-        cfg["train_batch_size"] = cfg["train_micro_batch_size_per_gpu"] = a.micro_batch  # no accumulation
-        cfg["scheduler"]["params"].update(warmup_num_steps=1, total_num_steps=10**6)
+        distributed.bootstrap_env()  # world size 1; MASTER_PORT comes from the parent
+        base = ds_config.shipped(ds_config.GPU_CONFIG if gpu else ds_config.CPU_CONFIG)
+        cfg = ds_config.derive(base, batch=a.micro_batch, micro=a.micro_batch, warmup=1, steps=10**6)  # no accumulation
         cfg["tensorboard"] = {"enabled": False}
         self.mcfg = ModelConfig(hidden_size=a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads,
                                 intermediate_size=4 * a.hidden).with_tokenizer(load_tokenizer(shards))
@@ -118,7 +115,7 @@ class Ours:
         if a.compile:
             self.engine.compile()
         dcfg = data_mod.DataConfig(seq_len=a.seq_len, num_workers=a.num_workers)
-        self.batches = rng_neutral(data_mod.build_train_loader(shards, dcfg, a.micro_batch, 0, 1))
+        self.batches = distributed.rng_neutral(data_mod.build_train_loader(shards, dcfg, a.micro_batch, 0, 1))
         self.acc = torch.zeros(3, dtype=torch.float64, device=self.engine.device)
         self.a, self.gpu, self.peak = a, gpu, peak
         self.steps: list[dict] = []
@@ -150,8 +147,8 @@ class HFTrainer:
     def __init__(self, a, shards: Path, gpu: bool, peak: float, layout: str, tmp: Path):
         from transformers import DataCollatorForLanguageModeling, TrainerCallback, TrainingArguments
 
-        from tinydnabert import data as data_mod
         from tinydnabert import formats
+        from tinydnabert.shards import read_shard
         from tinydnabert.tokenizer import load_tokenizer
 
         self.name = self.NAMES[layout]
@@ -159,7 +156,7 @@ class HFTrainer:
         tok = load_tokenizer(shards)
         rows: list[list[int]] = []
         for shard in formats.shard_paths(shards, "train"):
-            _, ids = data_mod.read_shard(shard)
+            ids = [sample.ids for sample in read_shard(shard, meta=False)]
             segs = [[tok.bos_token_id, *x.tolist(), tok.eos_token_id][: a.seq_len] for x in ids]
             if packed:  # our layout: concatenate and cut into full rows
                 flat = [t for seg in segs for t in seg]
@@ -323,18 +320,22 @@ def main() -> int:
         hidden_size=a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads, intermediate_size=4 * a.hidden,
         vocab_size=1024)).parameters())
     setup = {"device": torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores)",
-             "precision": "bf16" if gpu else "fp32", "model": f"L{a.layers}-H{a.hidden}-A{a.heads}, {n_params:,} params",
+             "precision": "bf16" if gpu else "fp32",
+             "model": f"L{a.layers}-H{a.hidden}-A{a.heads}, {n_params:,} params",
              "seq_len": a.seq_len, "micro_batch": a.micro_batch, "rounds": a.rounds, "timed_steps_per_block": a.block,
              "load_average_1min": load, "omp_num_threads": a.threads or os.environ.get("OMP_NUM_THREADS") or "default",
              "peak_tflops": peak / 1e12, "peak_source": peak_src, "torch": torch.__version__,
              "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     print(f"\n{setup['device']} | {setup['precision']} | {setup['model']} | micro batch {a.micro_batch} x "
-          f"{a.seq_len} | medians of {a.rounds} x {a.block} interleaved steps | load {min(load):.1f}-{max(load):.1f} | peak {peak / 1e12:.3f} TFLOP/s ({peak_src})\n")
-    head = f"| {'configuration':<50} | step ms | tokens/s | positions/s | samples/s |  MFU  | data wait | padding | ours / this |"
+          f"{a.seq_len} | medians of {a.rounds} x {a.block} interleaved steps | load {min(load):.1f}-{max(load):.1f} | "
+          f"peak {peak / 1e12:.3f} TFLOP/s ({peak_src})\n")
+    head = (f"| {'configuration':<50} | step ms | tokens/s | positions/s | samples/s |  MFU  | data wait | padding "
+            "| ours / this |")
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in results:
-        print(f"| {r['name']:<50} | {r['step_ms']:7.0f} | {r['tokens_per_sec']:8.0f} | {r['positions_per_sec']:11.0f} | "
+        print(f"| {r['name']:<50} | {r['step_ms']:7.0f} | {r['tokens_per_sec']:8.0f} | "
+              f"{r['positions_per_sec']:11.0f} | "
               f"{r['samples_per_sec']:9.2f} | {100 * r['mfu']:4.1f}% | {r['data_wait_pct']:8.1f}% | "
               f"{r['padding_pct']:6.1f}% | {r['ratio_ours_tokens_per_sec']:10.2f}x |")
     out = Path(a.out)

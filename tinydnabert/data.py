@@ -45,19 +45,12 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import formats
 from .common import InputError
-
-# Every special token has an id below this (<s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4): never masked
-# and never drawn as the random replacement.
-NUM_SPECIAL = len(formats.SPECIAL_TOKENS)
-BOS_ID = formats.SPECIAL_TOKENS.index("<s>")
-EOS_ID = formats.SPECIAL_TOKENS.index("</s>")
-MASK_ID = formats.SPECIAL_TOKENS.index("<mask>")
-IGNORE_INDEX = -100  # labels value the loss ignores (torch CrossEntropyLoss / HF default)
+from .formats import BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_SPECIAL
+from .shards import read_shard
 
 # Tags that keep the random streams apart: the shard order of an epoch, a train shard's sample
 # order + mask, a val shard's mask.
@@ -186,34 +179,10 @@ def _load_split(data_dir: str | Path, split: str) -> _Split:
     return _Split(tuple(shards), vocab_size, sha, sps)
 
 
-def read_shard(path: str | Path) -> tuple[list[str], list[np.ndarray]]:
-    """(keys, token ids) of every sample of one shard, in stored order, read with webdataset.
-
-    Any failure (truncated or corrupt tar, sample without ids.u16) is an InputError naming the shard.
-    """
-    keys, ids = [], []
-    member = formats.IDS_MEMBER
-    try:
-        # Only the ids member is extracted; the json origin member is skipped unread.
-        for sample in wds.tarfile_samples([{"url": str(path)}],
-                                          select_files=lambda name: name.endswith("." + member)):
-            if member not in sample:
-                raise ValueError(f"sample {sample.get('__key__')!r} has no {member} member")
-            keys.append(sample["__key__"])
-            ids.append(formats.decode_ids(sample[member]))
-    except InputError:
-        raise
-    except Exception as e:  # tarfile.ReadError, EOFError, ValueError, ...
-        detail = e.args[0] if e.args else e  # webdataset appends the stream and url to args
-        raise InputError(f"{path}: corrupt or truncated shard ({type(e).__name__}: {detail}); "
-                         f"re-run `tinydnabert preprocess` to rewrite it") from e
-    return keys, ids
-
-
 def _read_checked(shard: ShardInfo) -> list[np.ndarray]:
     """The shard's samples, checked against the manifest: the row counts that resume relies on
     come from the manifest, so a shard that disagrees with it must not be used."""
-    _, ids = read_shard(shard.path)
+    ids = [s.ids for s in read_shard(shard.path, meta=False)]
     tokens = sum(len(a) for a in ids)
     if len(ids) != shard.samples or tokens != shard.tokens:
         raise InputError(f"{shard.path}: holds {len(ids)} samples / {tokens} tokens but the manifest says "

@@ -20,67 +20,29 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
-
+from . import checkpoint
 from .common import InputError, atomic_output_dir, print0
 from .model import ModelConfig, build_model
-
-MARKER = "tinydnabert_checkpoint.json"
-MODEL_STATES = "mp_rank_00_model_states.pt"
-OBJECTIVE_PREFIX = "net."  # train.py wraps the RobertaForMaskedLM as MaskedLMObjective.net
-
-
-def _resolve(path: str | Path) -> Path:
-    from .train import resolve_checkpoint  # train imports no DeepSpeed at module level
-
-    return resolve_checkpoint(path)
-
-
-def is_checkpoint(path: str | Path) -> bool:
-    """True for a complete pretraining checkpoint dir, or a run/checkpoints dir whose `latest` names one."""
-    try:
-        _resolve(path)
-    except InputError:
-        return False
-    return True
-
-
-def load_module_state(ckpt_dir: Path) -> dict[str, torch.Tensor]:
-    """The RobertaForMaskedLM state dict from DeepSpeed's model-states file (fp32, plain tensors)."""
-    path = ckpt_dir / MODEL_STATES
-    if not path.is_file():
-        raise InputError(f"{path}: missing; {ckpt_dir} is not a complete DeepSpeed checkpoint")
-    try:
-        states = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is not what we wrote
-        raise InputError(f"{path}: cannot be read as plain tensors ({type(e).__name__}: {e}); "
-                         "it is corrupt or not a tinydnabert checkpoint") from e
-    module = states.get("module")
-    if not isinstance(module, dict):
-        raise InputError(f"{path}: no 'module' weights in the DeepSpeed model states")
-    return {k[len(OBJECTIVE_PREFIX):] if k.startswith(OBJECTIVE_PREFIX) else k: v.float()
-            for k, v in module.items()}
 
 
 def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write an HF directory for the checkpoint (a tag dir, or a run/checkpoints dir: its latest). Returns out_dir."""
-    ckpt = _resolve(checkpoint_dir)
+    ckpt = checkpoint.resolve(checkpoint_dir)
+    marker = checkpoint.Marker.read(ckpt)
     try:
-        marker = json.loads((ckpt / MARKER).read_text())
-        model_cfg = ModelConfig(**marker["model_config"])
-        step, tokens_seen = marker["step"], marker["tokens_seen"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise InputError(f"{ckpt / MARKER}: not a valid checkpoint marker ({type(e).__name__}: {e}); "
+        model_cfg = ModelConfig(**marker.model_config)
+    except TypeError as e:
+        raise InputError(f"{ckpt / checkpoint.MARKER}: model_config is not a tinydnabert model config ({e}); "
                          "export an earlier complete checkpoint") from e
-    state = load_module_state(ckpt)
+    state = checkpoint.load_module_state(ckpt)
     model = build_model(model_cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     # The decoder weight is tied to the word embeddings; DeepSpeed may save it under both names or one.
     missing = [k for k in missing if k != "lm_head.decoder.weight"]
     if missing or unexpected:
-        raise InputError(f"{ckpt / MODEL_STATES}: weights do not match the saved model config "
+        raise InputError(f"{ckpt / checkpoint.MODEL_STATES}: weights do not match the saved model config "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    tok_dir = ckpt / "tokenizer"
+    tok_dir = ckpt / checkpoint.TOKENIZER_DIR
     if not (tok_dir / "tokenizer.json").is_file():
         raise InputError(f"{tok_dir}: tokenizer files missing from the checkpoint")
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
@@ -89,8 +51,8 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, overwrite
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)
         (tmp / "tinydnabert_export.json").write_text(json.dumps(
-            {"checkpoint": str(ckpt.resolve()), "step": step, "tokens_seen": tokens_seen,
-             "model_config": marker["model_config"]}, indent=2) + "\n")
+            {"checkpoint": str(ckpt.resolve()), "step": marker.step, "tokens_seen": marker.tokens_seen,
+             "model_config": marker.model_config}, indent=2) + "\n")
     return Path(out_dir)
 
 

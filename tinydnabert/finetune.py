@@ -114,11 +114,10 @@ def resolve_model_dir(path: str, workdir: Path) -> Path:
                          f"(RUN/checkpoints/TAG) or 'scratch'")
     if (p / "config.json").is_file():
         return p
-    try:
-        from .export import export_checkpoint, is_checkpoint
-    except ImportError:  # pragma: no cover - export lands separately
-        is_checkpoint = None
-    if is_checkpoint is not None and is_checkpoint(p):
+    from .checkpoint import is_checkpoint
+    from .export import export_checkpoint
+
+    if is_checkpoint(p):
         return Path(export_checkpoint(p, workdir / "export"))
     raise InputError(f"{p}: neither an HF export (no config.json) nor a pretraining checkpoint; "
                      f"run `tinydnabert export` on the checkpoint first")

@@ -33,8 +33,16 @@ IDS_MEMBER = "ids.u16"
 META_MEMBER = "json"
 FORMAT_VERSION = "tinydnabert-shards/1"
 
-# RoBERTa special tokens, in id order: <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4.
+# RoBERTa special tokens, in id order: <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4. Every tokenizer made by
+# `tinydnabert preprocess` has exactly these ids; the model and the data stream take them from here.
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+BOS_ID = SPECIAL_TOKENS.index("<s>")
+PAD_ID = SPECIAL_TOKENS.index("<pad>")
+EOS_ID = SPECIAL_TOKENS.index("</s>")
+MASK_ID = SPECIAL_TOKENS.index("<mask>")
+# Every special token has an id below this: never masked and never drawn as the random replacement.
+NUM_SPECIAL = len(SPECIAL_TOKENS)
+IGNORE_INDEX = -100  # labels value the loss ignores (torch CrossEntropyLoss / HF default)
 
 
 def shard_name(index: int) -> str:

@@ -28,12 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import InputError
-from .formats import SPECIAL_TOKENS
-
-# The ids every tokenizer made by `tinydnabert preprocess` has (formats.SPECIAL_TOKENS is in id order).
-BOS_ID = SPECIAL_TOKENS.index("<s>")
-PAD_ID = SPECIAL_TOKENS.index("<pad>")
-EOS_ID = SPECIAL_TOKENS.index("</s>")
+from .formats import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 
 REFERENCE_PARAMETERS = 19_968_512
 
@@ -48,7 +43,8 @@ class ModelConfig:
     num_attention_heads: int = field(default=8, metadata={"help": "attention heads (must divide hidden size)"})
     intermediate_size: int = field(default=2048, metadata={"help": "feed-forward width"})
     max_position_embeddings: int = field(
-        default=514, metadata={"help": "position table size: longest sequence + 2 (RoBERTa offsets positions by pad_id + 1)"})
+        default=514,
+        metadata={"help": "position table size: longest sequence + 2 (RoBERTa offsets positions by pad_id + 1)"})
     type_vocab_size: int = field(default=2, metadata={"help": "token-type table size (the reference kept RoBERTa's 2)"})
     hidden_dropout_prob: float = field(default=0.1, metadata={"help": "dropout on hidden states"})
     attention_probs_dropout_prob: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
@@ -71,7 +67,8 @@ class ModelConfig:
         ids = {"pad": self.pad_token_id, "bos": self.bos_token_id, "eos": self.eos_token_id}
         for name, i in ids.items():
             if not 0 <= i < self.vocab_size:
-                raise InputError(f"model config: {name}_token_id {i} is outside the vocabulary (size {self.vocab_size})")
+                raise InputError(f"model config: {name}_token_id {i} is outside the vocabulary "
+                                 f"(size {self.vocab_size})")
         if len(set(ids.values())) != 3:
             raise InputError(f"model config: special-token ids must differ, got {ids}")
 
@@ -169,12 +166,12 @@ class MaskedLMObjective(nn.Module):
         if select:
             # Head on the masked rows only: nonzero() is free on CPU (no device to sync with) and
             # skips ~85 % of the head's work (24 % of a 2-layer 64-wide model's FLOPs, ~4 % of the reference).
-            idx = (target != -100).nonzero(as_tuple=True)[0]                             # [N]
+            idx = (target != IGNORE_INDEX).nonzero(as_tuple=True)[0]                             # [N]
             hidden, target = hidden.index_select(0, idx), target.index_select(0, idx)
         # On an accelerator the head runs on every position: selecting rows would need nonzero(), a
         # host-device sync every micro-step, which costs more than the head's ~4 % of the FLOPs.
         logits = self.net.lm_head(hidden)                                                # [N or B*L, V]
-        loss = F.cross_entropy(logits.float(), target, ignore_index=-100)
-        valid = target != -100
+        loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+        valid = target != IGNORE_INDEX
         n_correct = ((logits.argmax(-1) == target) & valid).sum()
         return loss, n_correct, valid.sum()

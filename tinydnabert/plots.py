@@ -101,7 +101,8 @@ def plot_run(cfg: PlotConfig) -> Path:
     panels = [p for p in PANELS if any(tag in scalars for tag, _ in p[2])]
     if not panels:
         raise InputError(f"{cfg.run}: the TensorBoard logs hold none of "
-                         f"{', '.join(t for p in PANELS for t, _ in p[2])} (found: {', '.join(sorted(scalars)) or 'nothing'})")
+                         f"{', '.join(t for p in PANELS for t, _ in p[2])} "
+                         f"(found: {', '.join(sorted(scalars)) or 'nothing'})")
     run = Path(cfg.run)
     out = Path(cfg.out) if cfg.out else run / "training.png"
     ncols = 2 if len(panels) > 1 else 1

@@ -33,8 +33,16 @@ from . import __version__
 from .common import InputError, atomic_output_dir, atomic_write_json, print0, sha256_file
 from .config import add_dataclass_args, config_to_dict, dataclass_from_args
 from .fasta import RECORD_PRESETS, RecordSelector, acgt_runs, count_acgt, iter_records
-from .formats import (FORMAT_VERSION, MANIFEST, SPECIAL_TOKENS, SPLITS, TOKENIZER_DIR, TOKENIZER_FILE,
-                      shard_name, tokenizer_fingerprint)
+from .formats import (
+    FORMAT_VERSION,
+    MANIFEST,
+    SPECIAL_TOKENS,
+    SPLITS,
+    TOKENIZER_DIR,
+    TOKENIZER_FILE,
+    shard_name,
+    tokenizer_fingerprint,
+)
 from .segment import Segments, segment_record, segment_text
 from .shards import ShardSample, split_summary, write_shard
 from .tokenizer import load_raw_tokenizer, save_tokenizer, train_tokenizer
@@ -182,7 +190,8 @@ def scan(cfg: PreprocessConfig, selector: RecordSelector) -> Scan:
             sc.records.append({"name": rec.name, "file": rec.path, "length": len(rec.seq),
                                "acgt_bases": seg_bases + segs.dropped_bases, "segments": len(segs),
                                "dropped_bases": segs.dropped_bases,
-                               "split": "val" if rec.name in val_names else ("train+val" if cfg.val_fraction else "train")})
+                               "split": "val" if rec.name in val_names
+                               else ("train+val" if cfg.val_fraction else "train")})
             chosen = np.flatnonzero(~segs.val & (segs.tok_key < cfg.tokenizer_sample))
             for i in chosen.tolist():
                 key = float(segs.tok_key[i])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
 import shutil
@@ -43,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 FASTA_ENV = "TINYDNABERT_FASTA"
 DEFAULT_GENOME = "grch37_chr20.fa.gz"
 SMOKE_GENOME = "hg38_chr2_1-2333275.fa.gz"
-MARKER = "quickstart.json"  # written into OUT; marks a directory this script may replace
+RECORD = "quickstart.json"  # written into OUT; marks a directory this script may replace
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,19 +118,23 @@ PRESETS: dict[str, Preset] = {
 
 @dataclass
 class QuickstartConfig:
-    out: str = field(default="runs/quickstart", metadata={"help": "output directory (a previous quickstart run there is replaced)"})
+    out: str = field(default="runs/quickstart", metadata={
+        "help": "output directory (a previous quickstart run there is replaced)"})
     fasta: str = field(default="", metadata={
         "help": f"genome FASTA(.gz) to pretrain on (default: ${FASTA_ENV}, else $TINYDNABERT_DATA/genome/"
                 f"{DEFAULT_GENOME}, else a downloaded hg38 chr21)"})
-    smoke: bool = field(default=False, metadata={"help": "smallest setting: tiny model, few steps, the 2.3 Mbp hg38 slice (~3 min)"})
+    smoke: bool = field(default=False, metadata={
+        "help": "smallest setting: tiny model, few steps, the 2.3 Mbp hg38 slice (~3 min)"})
     device: str = field(default="auto", metadata={"help": "auto: the GPU preset if CUDA is available, else cpu",
                                                   "choices": ["auto", "cpu", "gpu"]})
-    tasks: str = field(default="", metadata={"help": "fine-tuning tasks, comma-separated (see `tinydnabert finetune --list-tasks`); "
-                                             "default: the preset's (cpu: gue/prom_core_all,gue/mouse_0,gue/prom_300_tata; smoke and gpu: gue/prom_300_tata,gue/H3)"})
+    tasks: str = field(default="", metadata={
+        "help": "fine-tuning tasks, comma-separated (see `tinydnabert finetune --list-tasks`); default: the preset's "
+                "(cpu: gue/prom_core_all,gue/mouse_0,gue/prom_300_tata; smoke and gpu: gue/prom_300_tata,gue/H3)"})
     pretrain_steps: int = field(default=0, metadata={"help": "override the preset's pretraining steps (0 = preset)"})
     finetune_steps: int = field(default=0, metadata={"help": "override the preset's fine-tuning steps (0 = preset)"})
     seed: int = field(default=0, metadata={"help": "seed for every stage"})
-    heartbeat: float = field(default=60.0, metadata={"help": "seconds between 'still running' lines inside a long stage (0 = off)"})
+    heartbeat: float = field(default=60.0, metadata={
+        "help": "seconds between 'still running' lines inside a long stage (0 = off)"})
     dry_run: bool = field(default=False, metadata={"help": "print the stages, budgets and commands, run nothing"})
 
     def __post_init__(self) -> None:
@@ -224,13 +227,15 @@ class StageRunner:
         elapsed = self.clock() - self.t0
         return (f"\n=== [{i + 1}/{len(self.stages)}] {s.name}: {s.what}\n"
                 f"=== elapsed {fmt_s(elapsed)} | this stage ~{fmt_s(s.budget * self.pace())} | "
-                f"~{fmt_s(self.eta(i))} left in all (ETA {time.strftime('%H:%M:%S', time.localtime(time.time() + self.eta(i)))})")
+                f"~{fmt_s(self.eta(i))} left in all "
+                f"(ETA {time.strftime('%H:%M:%S', time.localtime(time.time() + self.eta(i)))})")
 
     def _beat(self, i: int, stop: threading.Event) -> None:
         start = self.clock()
         while not stop.wait(self.heartbeat):
             in_stage = self.clock() - start
-            self.log(f"--- still in {self.stages[i].name}: {fmt_s(in_stage)} of ~{fmt_s(self.stages[i].budget * self.pace())}; "
+            self.log(f"--- still in {self.stages[i].name}: {fmt_s(in_stage)} of "
+                     f"~{fmt_s(self.stages[i].budget * self.pace())}; "
                      f"~{fmt_s(self.eta(i, in_stage))} left in all")
 
     def run(self) -> bool:
@@ -382,14 +387,11 @@ class Quickstart:
         """OUT/ds_config.json: the repo's DeepSpeed JSON with this preset's batch and a schedule that fits
         the short run (warmup 10% of the steps, linear decay to 0 at the last step). The JSON stays the
         one source of these values; no flag repeats them."""
+        from . import ds_config
+
         p = self.preset
-        ds = json.loads((REPO / "ds_configs" / p.ds_base).read_text())
-        ds["train_batch_size"] = p.train_batch
-        ds["train_micro_batch_size_per_gpu"] = p.micro_batch
-        ds.pop("gradient_accumulation_steps", None)
-        ds["optimizer"]["params"]["lr"] = p.peak_lr
-        ds["scheduler"]["params"].update(warmup_max_lr=p.peak_lr, warmup_num_steps=max(1, p.pretrain_steps // 10),
-                                         total_num_steps=p.pretrain_steps)
+        ds = ds_config.derive(ds_config.shipped(p.ds_base), batch=p.train_batch, micro=p.micro_batch, lr=p.peak_lr,
+                              warmup=max(1, p.pretrain_steps // 10), steps=p.pretrain_steps)
         atomic_write_json(self.ds_config, ds)
         return self.ds_config
 
@@ -443,11 +445,14 @@ class Quickstart:
             b["genome"] = 90  # UCSC chr21 is 12 MB: seconds on a normal link, but allow a slow one
         lg = self.log
         return [
-            Stage("genome", "choose the reference FASTA (download one if none is here)", b["genome"], self.stage_genome),
-            Stage("preprocess", "FASTA -> drop N -> 256-1024 bp segments -> BPE tokenizer -> WebDataset shards + manifest",
+            Stage("genome", "choose the reference FASTA (download one if none is here)", b["genome"],
+                  self.stage_genome),
+            Stage("preprocess",
+                  "FASTA -> drop N -> 256-1024 bp segments -> BPE tokenizer -> WebDataset shards + manifest",
                   b["preprocess"], lambda: run_command(self.cmd_preprocess(), lg, self.env), [self.cmd_preprocess()]),
             Stage("pretrain", f"DeepSpeed MLM pretraining, {self.preset.pretrain_steps} steps of "
-                              f"{self.preset.train_batch} x {self.preset.seq_len} tokens ({self.preset.ds_base} + short schedule)",
+                              f"{self.preset.train_batch} x {self.preset.seq_len} tokens "
+                              f"({self.preset.ds_base} + short schedule)",
                   b["pretrain"], self.stage_pretrain, [self.cmd_pretrain()]),
             Stage("export", "last checkpoint -> plain Hugging Face model directory",
                   b["export"], lambda: run_command(self.cmd_export(), lg, self.env), [self.cmd_export()]),
@@ -460,7 +465,7 @@ class Quickstart:
         if self.out.exists():
             if not self.out.is_dir():
                 raise InputError(f"{self.out}: exists and is not a directory; choose another --out")
-            if not (self.out / MARKER).is_file() and any(self.out.iterdir()):
+            if not (self.out / RECORD).is_file() and any(self.out.iterdir()):
                 raise InputError(f"{self.out}: exists and is not a quickstart output; choose another --out "
                                  f"or remove it")
             shutil.rmtree(self.out)  # a previous quickstart run: replaced, never appended to
@@ -483,7 +488,7 @@ class Quickstart:
             return 0
         self.prepare_out()
         record = {"config": config_to_dict(self.cfg), "preset": dataclasses.asdict(p), "stages": []}
-        atomic_write_json(self.out / MARKER, record)
+        atomic_write_json(self.out / RECORD, record)
         runner = StageRunner(stages, self.log, heartbeat=self.cfg.heartbeat)
         ok = False
         try:
@@ -493,14 +498,14 @@ class Quickstart:
                                 for s in stages]
             record["fasta"] = str(self.fasta) if self.fasta else None
             record["ok"] = ok
-            atomic_write_json(self.out / MARKER, record)
+            atomic_write_json(self.out / RECORD, record)
             self.log("\nstage times:\n" + runner.table())
         if ok:
             self.log(f"\nall outputs under {self.out}/: shards/ (manifest, tokenizer), pretrain/ (checkpoints, "
                      f"tensorboard, export = the HF model), finetune/ (results), figures/")
         else:
-            eprint(f"quickstart stopped; the failed stage's command is printed above (`$ ...`): "
-                   f"fix its input and rerun it, or rerun the quickstart")
+            eprint("quickstart stopped; the failed stage's command is printed above (`$ ...`): "
+                   "fix its input and rerun it, or rerun the quickstart")
         return 0 if ok else 1
 
 

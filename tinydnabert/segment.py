@@ -40,7 +40,8 @@ class Segments:
         return len(self.starts)
 
 
-def cut_runs(runs: np.ndarray, min_len: int, max_len: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int, int]:
+def cut_runs(runs: np.ndarray, min_len: int, max_len: int,
+             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Cut each [start, end) run into consecutive pieces with lengths drawn uniformly from
     [min_len, max_len]. When the next drawn length overshoots the rest of the run, the rest becomes
     the last piece if it is at least min_len (it is then <= max_len), else it is dropped.

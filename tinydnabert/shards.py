@@ -1,4 +1,4 @@
-"""Writing WebDataset tar shards (layout and members: formats.py), deterministically.
+"""Writing WebDataset tar shards (layout and members: formats.py), deterministically, and reading one back.
 
 A shard is a plain tar readable by `webdataset.WebDataset`; each sample is two members,
 `KEY.ids.u16` and `KEY.json`. Every tar header field that could vary between runs (mtime, uid,
@@ -14,7 +14,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from .formats import IDS_MEMBER, META_MEMBER, encode_ids, sample_key
+from .common import InputError
+from .formats import IDS_MEMBER, META_MEMBER, decode_ids, encode_ids, sample_key
 
 
 class ShardSample(NamedTuple):
@@ -81,21 +82,35 @@ def write_shard(path: str | Path, samples: Sequence[ShardSample], ids: Sequence[
             "bp_per_token": round(bases / tokens, 4) if tokens else None}
 
 
-def read_shard(path: str | Path) -> list[tuple[str, np.ndarray, dict]]:
-    """(key, ids, meta) of every sample, in order, with the standard library (tests, checks)."""
-    from .formats import decode_ids
+class StoredSample(NamedTuple):
+    key: str
+    ids: np.ndarray   # uint16 token ids, no special tokens
+    meta: dict | None  # the origin JSON; None when read with meta=False
 
-    out: dict[str, dict] = {}
-    order: list[str] = []
-    with tarfile.open(path, "r") as tf:
-        for m in tf:
-            key, _, ext = m.name.partition(".")
-            data = tf.extractfile(m).read()
-            if key not in out:
-                out[key] = {}
-                order.append(key)
-            out[key][ext] = data
-    return [(k, decode_ids(out[k][IDS_MEMBER]), json.loads(out[k][META_MEMBER])) for k in order]
+
+def read_shard(path: str | Path, meta: bool = True) -> list[StoredSample]:
+    """Every sample of one shard, in stored order, read with webdataset (what training streams through).
+
+    meta=False skips the JSON members unread (the training reader needs only the ids). Any failure
+    (truncated or corrupt tar, a sample without ids.u16, origin JSON that does not parse) is an
+    InputError naming the shard."""
+    import webdataset as wds
+
+    out: list[StoredSample] = []
+    wanted = (IDS_MEMBER, META_MEMBER) if meta else (IDS_MEMBER,)
+    try:
+        for sample in wds.tarfile_samples([{"url": str(path)}],
+                                          select_files=lambda name: name.endswith(tuple("." + m for m in wanted))):
+            key = sample["__key__"]
+            if IDS_MEMBER not in sample:
+                raise ValueError(f"sample {key!r} has no {IDS_MEMBER} member")
+            origin = json.loads(sample[META_MEMBER]) if meta and META_MEMBER in sample else None
+            out.append(StoredSample(key, decode_ids(sample[IDS_MEMBER]), origin))
+    except Exception as e:  # tarfile.ReadError, EOFError, ValueError (JSONDecodeError), ...
+        detail = e.args[0] if e.args else e  # webdataset appends the stream and url to args
+        raise InputError(f"{path}: corrupt or truncated shard ({type(e).__name__}: {detail}); "
+                         f"re-run `tinydnabert preprocess` to rewrite it") from e
+    return out
 
 
 def split_summary(shards: list[dict]) -> dict:

@@ -18,12 +18,28 @@ import webdataset as wds
 from tinydnabert import formats
 from tinydnabert.common import InputError
 from tinydnabert.data import (
-    BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_SPECIAL, DataConfig, build_train_loader, build_val_loader,
-    check_tokenizer, mask_tokens, pack_rows, read_shard, reader_shards, rows_in_shard,
+    BOS_ID,
+    EOS_ID,
+    IGNORE_INDEX,
+    MASK_ID,
+    NUM_SPECIAL,
+    DataConfig,
+    build_train_loader,
+    build_val_loader,
+    check_tokenizer,
+    mask_tokens,
+    pack_rows,
+    reader_shards,
+    rows_in_shard,
 )
+from tinydnabert.shards import read_shard
 
 VOCAB = 64
 L = 64  # short rows keep the synthetic tests fast; the real-data tests use the default 512
+
+
+def _ids(path) -> list[np.ndarray]:
+    return [sample.ids for sample in read_shard(path, meta=False)]
 
 
 # --------------------------------------------------------------------------- synthetic shards
@@ -156,7 +172,7 @@ def test_rows_reconstruct_shards_in_order(synth, mix):
     """Unshuffled, 1 rank, 1 reader: the stream is the rows of each group of `mix` shards, in name
     order, full."""
     loader = build_train_loader(synth, cfg(shuffle=False, mix_shards=mix), micro_batch_size=4)
-    shards = [read_shard(p)[1] for p in formats.shard_paths(synth, "train")]
+    shards = [_ids(p) for p in formats.shard_paths(synth, "train")]
     expect = np.concatenate([pack_rows([a for s in shards[i:i + mix] for a in s], L)
                              for i in range(0, len(shards), mix)])
     n = len(expect) // 4
@@ -173,7 +189,7 @@ def test_ranks_and_workers_read_disjoint_shards(synth):
     # and in the batches themselves: the segments rank 0 and rank 1 see in epoch 0 come from
     # different shards.
     owner = {tuple(a.tolist()): i for i, p in enumerate(formats.shard_paths(synth, "train"))
-             for a in read_shard(p)[1]}
+             for a in _ids(p)}
     seen = []
     for r in range(2):
         loader = build_train_loader(synth, cfg(num_workers=2), micro_batch_size=2, rank=r, world_size=2)
@@ -319,12 +335,12 @@ def test_real_shards_feed_roberta(hg38_shards):
     assert abs(chosen.sum() / (toks >= NUM_SPECIAL).sum() - 0.15) < 0.01
     assert not (chosen & (toks < NUM_SPECIAL)).any()
     # every complete segment in the rows is a real sample of the train split
-    samples = {tuple(a.tolist()) for p in formats.shard_paths(real_shards, "train") for a in read_shard(p)[1]}
+    samples = {tuple(a.tolist()) for p in formats.shard_paths(real_shards, "train") for a in _ids(p)}
     segs = segments(toks)
     assert len(segs) > 8 and all(s in samples for s in segs)
     # unshuffled, the stream is exactly the first shard's packed samples
     first = take(build_train_loader(real_shards, DataConfig(num_workers=0, shuffle=False, mix_shards=1), 4), 2)
-    expect = pack_rows(read_shard(formats.shard_paths(real_shards, "train")[0])[1], 512)
+    expect = pack_rows(_ids(formats.shard_paths(real_shards, "train")[0]), 512)
     assert np.array_equal(np.concatenate([original_tokens(b) for b in first]), expect[:8])
     val = build_val_loader(real_shards, DataConfig(num_workers=0), micro_batch_size=4)
     assert len(val) >= 1

@@ -11,8 +11,18 @@ from pathlib import Path
 import pytest
 
 from tinydnabert.common import InputError
-from tinydnabert.tasks import (GROUPS, NT_ORIGINAL_HUB, NT_REVISED_HUB, TASKS, adhoc_task, get_task, load_hub,
-                               load_published_scores, load_task_data, resolve_tasks)
+from tinydnabert.tasks import (
+    GROUPS,
+    NT_ORIGINAL_HUB,
+    NT_REVISED_HUB,
+    TASKS,
+    adhoc_task,
+    get_task,
+    load_hub,
+    load_published_scores,
+    load_task_data,
+    resolve_tasks,
+)
 
 # SOURCES.md: rows per split
 GUE_COUNTS = {

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tinydnabert.checkpoint import Marker, is_checkpoint
 from tinydnabert.common import InputError
 from tinydnabert.config import config_to_dict
-from tinydnabert.export import export_checkpoint, is_checkpoint
+from tinydnabert.export import export_checkpoint
 from tinydnabert.model import MaskedLMObjective, ModelConfig, build_model
 
 
@@ -27,10 +28,11 @@ def make_checkpoint(run: Path, tokenizer_dir: Path, step: int = 5) -> tuple[Path
     objective = MaskedLMObjective(build_model(cfg))  # what the engine wraps: keys start with "net."
     tag = run / "checkpoints" / f"step{step:08d}"
     tag.mkdir(parents=True)
-    torch.save({"module": objective.state_dict(), "ds_version": "0.19.8", "step": step}, tag / "mp_rank_00_model_states.pt")
+    torch.save({"module": objective.state_dict(), "ds_version": "0.19.8", "step": step},
+               tag / "mp_rank_00_model_states.pt")
     shutil.copytree(tokenizer_dir, tag / "tokenizer")
-    (tag / "tinydnabert_checkpoint.json").write_text(json.dumps(
-        {"step": step, "tokens_seen": step * 2048, "model_config": config_to_dict(cfg)}))
+    Marker(step=step, tokens_seen=step * 2048, batches_consumed_per_rank=step, world_size=1, global_batch=16,
+           seq_len=128, model_config=config_to_dict(cfg), configs={}, ds_config={}).write(tag)
     (run / "checkpoints" / "latest").write_text(tag.name + "\n")
     return tag, objective.net.eval()
 

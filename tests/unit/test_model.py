@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from tinydnabert.common import InputError
-from tinydnabert.model import (REFERENCE_PARAMETERS, MaskedLMObjective, ModelConfig, build_model, count_parameters,
-                               flops_per_token, roberta_config)
+from tinydnabert.model import (
+    REFERENCE_PARAMETERS,
+    MaskedLMObjective,
+    ModelConfig,
+    build_model,
+    count_parameters,
+    flops_per_token,
+    roberta_config,
+)
 
 
 def test_reference_model_has_exactly_19968512_parameters():

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
 from tinydnabert import cli
 from tinydnabert import quickstart as qs
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_quickstart(argv: list[str]) -> int:
@@ -82,14 +82,14 @@ def test_stage_runner_stops_at_a_failed_stage():
     assert not qs.StageRunner(stages, lines.append, heartbeat=0, clock=clock).run()
     assert ran == ["ok"]
     assert [s.status for s in stages] == ["ok", "failed", "pending"]
-    assert any("bad FAILED after 3s: `tinydnabert export RUN OUT` exited with status 2" in l for l in lines)
+    assert any("bad FAILED after 3s: `tinydnabert export RUN OUT` exited with status 2" in line for line in lines)
 
 
 def test_heartbeat_reports_inside_a_long_stage():
     lines = []
     stages = [qs.Stage("slow", "", 100, lambda: time.sleep(0.35))]
     qs.StageRunner(stages, lines.append, heartbeat=0.1).run()
-    beats = [l for l in lines if l.startswith("--- still in slow:")]
+    beats = [line for line in lines if line.startswith("--- still in slow:")]
     assert len(beats) >= 2 and "left in all" in beats[0]
 
 
@@ -142,7 +142,8 @@ def test_genome_falls_back_to_a_downloaded_hg38_chromosome(tmp_path, monkeypatch
     assert q.stages()[0].budget == 90  # a download is coming: the ETA allows for it
     q.stage_genome()
     assert q.fasta == data / "genome" / "chr21.fa.gz" and q.fasta.read_bytes() == body
-    assert any(l.startswith("$ tinydnabert download hg38-chr21 --out") or "download hg38-chr21" in l for l in lines)
+    assert any(line.startswith("$ tinydnabert download hg38-chr21 --out") or "download hg38-chr21" in line
+               for line in lines)
     # The next run finds it and downloads nothing.
     q2 = qs.Quickstart(qs.QuickstartConfig(out=str(tmp_path / "qs")), log=lines.append)
     assert q2.pick_fasta() == (data / "genome" / "chr21.fa.gz", "an earlier `tinydnabert download hg38-chr21`")
@@ -165,7 +166,8 @@ def test_smoke_quickstart_end_to_end(tmp_path, real_data):
     out = tmp_path / "qs"
     env = dict(os.environ, TINYDNABERT_DATA=str(real_data))
     env.pop(qs.FASTA_ENV, None)
-    proc = subprocess.run([sys.executable, "-m", "tinydnabert.cli", "quickstart", "--smoke", "--out", str(out), "--heartbeat", "0"],
+    proc = subprocess.run([sys.executable, "-m", "tinydnabert.cli", "quickstart", "--smoke", "--out", str(out),
+                           "--heartbeat", "0"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=290)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]

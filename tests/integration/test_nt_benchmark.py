@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from test_finetune import _one_thread, shared_tiny_export  # noqa: F401 - fixture re-used
-
 from tinydnabert import cli
 from tinydnabert.common import InputError
 
@@ -21,9 +19,12 @@ def bench():
     return Bench
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(scope="module")
-def export(tmp_path_factory, genome_dir: Path) -> Path:
-    return shared_tiny_export(tmp_path_factory, genome_dir)
+def export(tiny_export: Path) -> Path:
+    return tiny_export
 
 
 @pytest.mark.timeout(150)

@@ -12,7 +12,7 @@ import pysam
 import pytest
 import webdataset as wds
 
-from tinydnabert.formats import (SPECIAL_TOKENS, load_manifest, shard_paths, tokenizer_fingerprint)
+from tinydnabert.formats import SPECIAL_TOKENS, load_manifest, shard_paths, tokenizer_fingerprint
 from tinydnabert.preprocess import PreprocessConfig, run_preprocess
 from tinydnabert.segment import reverse_complement
 from tinydnabert.shards import read_shard
@@ -83,7 +83,8 @@ def test_autotokenizer_round_trip(hg38_shards, genome_dir):
     tok = AutoTokenizer.from_pretrained(str(hg38_shards / "tokenizer"))
     assert tok.model_max_length == 512
     assert [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
-    assert (tok.bos_token_id, tok.pad_token_id, tok.eos_token_id, tok.unk_token_id, tok.mask_token_id) == (0, 1, 2, 3, 4)
+    ids = (tok.bos_token_id, tok.pad_token_id, tok.eos_token_id, tok.unk_token_id, tok.mask_token_id)
+    assert ids == (0, 1, 2, 3, 4)
     with pysam.FastaFile(str(genome_dir / HG38)) as fa:
         seq = fa.fetch("chr2", 50_000, 51_000).upper()
     ids = tok(seq)["input_ids"]

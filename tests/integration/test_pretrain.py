@@ -27,7 +27,7 @@ import torch
 
 from tinydnabert.common import InputError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STEPS = 30
 MODEL_FLAGS = ["--hidden-size", "64", "--num-hidden-layers", "2", "--num-attention-heads", "2",
                "--intermediate-size", "128"]
@@ -42,10 +42,10 @@ LINE = re.compile(r"^step (\d{6})/(\d{6}) \| loss (\d+\.\d{4}) \| lr \d\.\de[-+]
 
 def tiny_ds_config(path: Path) -> Path:
     """The CPU config with a small batch and a 40-step schedule; everything else as shipped."""
-    cfg = json.loads((REPO / "ds_configs" / "zero1-cpu-fp32.json").read_text())
-    cfg["train_batch_size"], cfg["train_micro_batch_size_per_gpu"] = 16, 4  # 4 x 2 accumulation x 2 ranks
-    cfg["optimizer"]["params"]["lr"] = 2e-3
-    cfg["scheduler"]["params"].update(warmup_max_lr=2e-3, warmup_num_steps=5, total_num_steps=40)
+    from tinydnabert import ds_config
+
+    # 4 x 2 accumulation x 2 ranks
+    cfg = ds_config.derive(ds_config.shipped(ds_config.CPU_CONFIG), batch=16, micro=4, lr=2e-3, warmup=5, steps=40)
     path.write_text(json.dumps(cfg, indent=2))
     return path
 
@@ -174,7 +174,8 @@ def test_run_dir_is_a_reproducibility_bundle(reference_run):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model"]["hidden_size"] == 64 and cfg["model"]["pad_token_id"] == 1 and cfg["data"]["seq_len"] == 128
     ds = json.loads((run / "ds_config.json").read_text())
-    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (16, 4, 2)
+    batch = (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"])
+    assert batch == (16, 4, 2)
     env = json.loads((run / "env.json").read_text())
     assert env["world_size"] == 2 and env["packages"]["deepspeed"] and env["packages"]["torch"]
     assert env["git_sha"] is None or re.fullmatch(r"[0-9a-f]{40}", env["git_sha"])
@@ -316,7 +317,7 @@ def test_existing_run_needs_resume(tmp_path, hg38_shards, monkeypatch):
 
 
 def test_non_finite_loss_stops_with_recovery_advice(tmp_path):
-    from tinydnabert.train import check_finite
+    from tinydnabert.metrics import check_finite
 
     check_finite(4.2, 10, tmp_path)
     for bad in (float("nan"), float("inf")):

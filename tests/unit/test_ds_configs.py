@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from tinydnabert.common import InputError
-from tinydnabert.train import check_batch_sizes, load_ds_config
+from tinydnabert.ds_config import check_batch_sizes, derive, shipped
+from tinydnabert.ds_config import load as load_ds_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "ds_configs").glob("*.json"))
 # Which file is for which machine: the name says what it holds.
 EXPECTED_PRECISION = {"zero1.json": "bf16", "zero1-cpu-fp32.json": "fp32"}
@@ -93,3 +94,15 @@ def test_launch_script_docstring_names_existing_configs():
     named = set(re.findall(r"ds_configs/([\w.-]+\.json)", text))
     assert named and all((REPO / "ds_configs" / n).is_file() for n in named)
     assert "deepspeed launch/pretrain.py --deepspeed_config ds_configs/zero1.json --data DIR --out RUN" in text
+
+
+def test_derive_sets_batch_lr_and_schedule_and_leaves_the_base_alone():
+    base = shipped("zero1.json")
+    ds = derive(base, batch=16, micro=4, lr=2e-3, warmup=5, steps=40)
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"]) == (16, 4)
+    assert "gradient_accumulation_steps" not in ds and check_batch_sizes(ds, 2) == (16, 4, 2)
+    assert ds["optimizer"]["params"]["lr"] == ds["scheduler"]["params"]["warmup_max_lr"] == 2e-3
+    assert (ds["scheduler"]["params"]["warmup_num_steps"], ds["scheduler"]["params"]["total_num_steps"]) == (5, 40)
+    assert base == shipped("zero1.json")  # a copy: the loaded base is not changed
+    with pytest.raises(InputError, match="no scheduler"):
+        derive({"train_batch_size": 8, "train_micro_batch_size_per_gpu": 8}, steps=10)
