@@ -6,7 +6,7 @@ ARGS ?=
 # On a GPU machine install your CUDA torch yourself and pass TORCH= (empty) to skip this.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo smoke test
+.PHONY: install demo smoke lint test test-fast
 
 install:
 	@if [ -n "$(TORCH)" ]; then $(PYTHON) -m pip install --quiet "$(TORCH)"; fi
@@ -16,10 +16,18 @@ install:
 demo: install
 	$(PYTHON) -m tinydnabert.cli quickstart $(ARGS)
 
-# The smallest end-to-end setting (~2 min): what tests/test_quickstart.py runs.
+# The smallest end-to-end setting (~2 min): what tests/integration/test_quickstart.py runs.
 smoke: install
 	$(PYTHON) -m tinydnabert.cli quickstart --smoke --out runs/quickstart-smoke $(ARGS)
 
-# README: "Run the tests" (what .ci/run runs after the same install).
-test: install
+# The linter (configured in pyproject.toml): .ci/run runs it before the tests, through `make test`.
+lint:
+	$(PYTHON) -m ruff check .
+
+# README: "Run the tests" (what .ci/run runs): the linter, then every test, both tiers.
+test: install lint
 	$(PYTHON) -m pytest -q tests
+
+# The fast tier alone (no launcher, no end-to-end runs): under a minute on 2 cores.
+test-fast:
+	$(PYTHON) -m pytest -q -m "not slow" tests

@@ -30,7 +30,7 @@ setup(
     extras_require={
         # `datasets` is only needed to pull the NT tasks from the Hugging Face hub.
         "hub": ["datasets>=2.14"],
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "datasets>=2.14", "accelerate>=0.26"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "datasets>=2.14", "accelerate>=0.26", "ruff>=0.5"],
         # The HF Trainer baseline of benchmarks/throughput.py needs accelerate.
         "bench": ["accelerate>=0.26"],
     },
