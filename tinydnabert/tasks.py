@@ -572,4 +572,5 @@ def task_summary(task: Task) -> dict[str, Any]:
 def list_tasks() -> Iterable[str]:
     for name, t in TASKS.items():
         pub = ", ".join(f"{k}={v}" for k, v in t.published.items())
-        yield f"{name:36s} {t.num_classes} classes {t.seq_len_bp:5d} bp  {t.description}" + (f"  [{pub}]" if pub else "")
+        line = f"{name:36s} {t.num_classes} classes {t.seq_len_bp:5d} bp  {t.description}"
+        yield line + (f"  [{pub}]" if pub else "")
