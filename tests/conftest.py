@@ -1,9 +1,11 @@
-"""Shared fixtures: the real-data directory and a repository root, independent of the cwd."""
+"""Shared fixtures: the real-data directory and a repository root, independent of the cwd; real shards;
+a tiny pretrained export (fine-tuning, the benchmark and the NT hub tests use the same one)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tinydnabert.common import data_dir
@@ -48,3 +50,73 @@ def hg38_shards(tmp_path_factory, genome_dir: Path) -> Path:
         vocab_size=256, min_frequency=2, samples_per_shard=256, val_fraction=0.05, seed=0, workers=2,
     ))
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core CI box two spinning
+    OpenMP threads per process make steps 10-50x slower. Use with pytest.mark.usefixtures."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_tiny_export(out: Path, genome_dir: Path, seed: int = 0) -> Path:
+    """A tiny "pretrained export": BPE (vocab 128) trained on real hg38 segments with the project's
+    tokenizer code, a 2-layer 32-wide RobertaForMaskedLM, save_pretrained + tokenizer in one dir
+    (the layout `tinydnabert export` writes)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see one_torch_thread
+    try:
+        return _make_tiny_export(out, genome_dir, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _make_tiny_export(out: Path, genome_dir: Path, seed: int) -> Path:
+    import pysam
+    import torch
+
+    from tinydnabert.model import ModelConfig, build_model
+    from tinydnabert.tokenizer import save_tokenizer, train_tokenizer
+
+    fa = pysam.FastaFile(str(genome_dir / "hg38_chr2_1-2333275.fa.gz"))
+    seq = fa.fetch("chr2", 20_000, 420_000).upper()
+    rng = np.random.default_rng(seed)
+    segs = []
+    for _ in range(300):
+        s = int(rng.integers(0, len(seq) - 1024))
+        segs.extend(p for p in seq[s:s + int(rng.integers(256, 1024))].split("N") if p)
+    tok = save_tokenizer(train_tokenizer(segs, vocab_size=128, min_frequency=2), out)
+    from tinydnabert.tokenizer import load_tokenizer
+
+    fast = load_tokenizer(tok)
+    cfg = ModelConfig.tiny(hidden_size=32, intermediate_size=64, max_position_embeddings=258).with_tokenizer(fast)
+    torch.manual_seed(seed + 1000)  # not the fine-tuning seeds: "scratch" must not start from these weights
+    model = build_model(cfg)
+    # A few MLM steps on real segments, so the export is (very briefly) pretrained, not a random init.
+    ids = [fast(s[:400])["input_ids"] for s in segs[:64]]
+    width = max(map(len, ids))
+    x = torch.tensor([r + [cfg.pad_token_id] * (width - len(r)) for r in ids])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(10):
+        mask = (torch.rand(x.shape, generator=g) < 0.15) & (x > 4)
+        labels = torch.where(mask, x, torch.full_like(x, -100))
+        model(input_ids=torch.where(mask, torch.full_like(x, 4), x), attention_mask=(x != cfg.pad_token_id).long(),
+              labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_tiny_export(tmp_path_factory, genome_dir: Path) -> Path:
+    """One tiny export per test session, shared by every module that fine-tunes (building one takes seconds)."""
+    return make_tiny_export(tmp_path_factory.mktemp("tiny") / "export", genome_dir)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from test_finetune import _one_thread, shared_tiny_export  # noqa: F401 - fixture re-used
-
 from tinydnabert import cli
 from tinydnabert.common import InputError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,8 @@ def bench():
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory, genome_dir: Path) -> Path:
-    return shared_tiny_export(tmp_path_factory, genome_dir)
+def export(shared_tiny_export: Path) -> Path:
+    return shared_tiny_export
 
 
 @pytest.mark.timeout(150)
