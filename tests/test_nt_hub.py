@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import hashlib
 import http.server
+import json
 import re
 import shutil
 import subprocess
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from tinydnabert.common import InputError
+from tinydnabert import cli
+from tinydnabert.common import InputError, sha256_file
 from tinydnabert.tasks import NT_ORIGINAL_HUB, NT_REVISED_HUB, get_task, load_task_data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -43,6 +45,7 @@ import datasets  # noqa: F401
 raise RuntimeError("a dataset loading script was executed")
 '''
 README = "---\n{}\n---\n\n# Nucleotide Transformer downstream tasks (stand-in with real rows)\n"
+TINY = ["--steps", "4", "--batch-size", "8", "--warmup-steps", "1", "--eval-every", "2", "--log-every", "2"]
 
 
 # ---------------------------------------------------------------------------------- the repositories
@@ -345,3 +348,55 @@ def test_clone_of_the_hub_repository_reads_the_same_files(layout: Layout, tmp_pa
     pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 17000\n")
     with pytest.raises(InputError, match="H3K4me3/train.fna: a Git LFS pointer.*git lfs pull"):
         load_task_data(get_task("H3K4me3"), clone)
+
+
+# ---------------------------------------------------------------------------------- end to end
+
+@pytest.mark.timeout(300)
+def test_benchmark_end_to_end_against_the_local_hub(hub: LocalHub, layout: Layout, shared_tiny_export: Path,
+                                                    tmp_path: Path, capsys):
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--model", str(shared_tiny_export), "--tasks", "promoter_tata,H3K4me3",
+            "--out", str(out), *TINY]
+    assert cli.main(argv) == 0
+    res = json.loads((out / "nt_benchmark.json").read_text())
+    assert res["meta"]["hub_revision"] == "main"
+    rows = {r["task"]: r for r in res["tasks"]}
+    assert list(rows) == ["nt_revised/promoter_tata", "nt_revised/H3K4me3"]
+    commit = MAIN[NT_REVISED_HUB]
+    for name, r in rows.items():
+        task = name.split("/")[1]
+        want = _expected_provenance(layout, NT_REVISED_HUB, task, "main", commit, hub.url)
+        assert r["status"] == "done" and r["data_provenance"] == want
+        for kind in ("scratch", "pretrained"):
+            run = json.loads((Path(r["runs"][kind]) / "results.json").read_text())
+            assert run["data_provenance"] == want and commit in run["data_source"]
+            files = {p: sha256_file(layout.snapshots[NT_REVISED_HUB][commit] / p) for p in want["files"]}
+            assert run["data_provenance"]["files"] == files
+    assert not any(p.endswith((".py", "README.md")) for p in hub.paths())
+    # the data revision is part of the protocol: finished runs on "main" are not reused for another revision
+    capsys.readouterr()
+    assert cli.main([*argv, "--hub-revision", OLD]) == 2
+    assert "finished under other settings" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_finetune_with_a_data_clone_and_with_a_pinned_revision(hub: LocalHub, layout: Layout,
+                                                               shared_tiny_export: Path, tmp_path: Path):
+    clone, head = make_clone(layout, tmp_path / "clone")
+    out = tmp_path / "ft_clone"
+    assert cli.main(["finetune", "--model", str(shared_tiny_export), "--task", "promoter_tata", "--data", str(clone),
+                     "--out", str(out), *TINY]) == 0
+    res = json.loads((out / "results.json").read_text())
+    files = layout.files(NT_REVISED_HUB, MAIN[NT_REVISED_HUB], "promoter_tata")
+    assert res["data_provenance"] == {"kind": "clone", "path": str(clone.resolve()), "repo": NT_REVISED_HUB,
+                                      "commit": head, "files": files}
+    assert res["counts"]["train"] + res["counts"]["val"] == 41 and res["counts"]["test"] == 16
+    assert hub.log == []                              # a clone needs no hub
+    # the same task from the hub at a pinned commit: the revision asked for and the commit read are recorded
+    out = tmp_path / "ft_old"
+    assert cli.main(["finetune", "--model", str(shared_tiny_export), "--task", "H3K4me3", "--hub-revision", OLD,
+                     "--out", str(out), *TINY]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["data_provenance"] == _expected_provenance(layout, NT_REVISED_HUB, "H3K4me3", OLD, OLD, hub.url)
+    assert json.loads((out / "config.json").read_text())["finetune"]["hub_revision"] == OLD
