@@ -17,6 +17,8 @@ setup(
         "torch>=2.1",
         "deepspeed>=0.14",
         "transformers>=4.40",
+        # the NT tasks are read file by file from the hub (hf_hub_download); transformers needs it anyway
+        "huggingface_hub>=0.20",
         "tokenizers>=0.19",
         "safetensors>=0.4",
         "webdataset>=0.2.86",
@@ -28,7 +30,7 @@ setup(
         "tqdm>=4.65",
     ],
     extras_require={
-        # `datasets` is only needed to pull the NT tasks from the Hugging Face hub.
+        # `datasets` reads parquet/csv --data (files or http(s) URLs); the NT hub tasks do not need it.
         "hub": ["datasets>=2.14"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "datasets>=2.14", "accelerate>=0.26", "ruff>=0.5"],
         # The HF Trainer baseline of benchmarks/throughput.py needs accelerate.

@@ -11,7 +11,8 @@ so the difference is pretraining alone. Runs already finished under OUT/runs/ ar
 reported as skipped with the reason, and the rest go on.
 
 Writes OUT/nt_benchmark.{json,csv,md,png}: per task Scratch, Ours (test MCC mean ± sd over seeds),
-SOTA (and WHICH SOTA), gain over scratch and % of SOTA; summary means, medians and ratios.
+SOTA (and WHICH SOTA), gain over scratch and % of SOTA, and in the JSON the data it was computed on
+(`data_provenance`: hub repository, --hub-revision, commit, sha256 per file); summary means, medians and ratios.
 SOTA per task group:
   nt_revised  -> reference_sota_mcc: best model in the NT paper, per the TinyDNABERT reference's result.csv
   nt_original -> nt_ms_2_5b_mcc: NT Multispecies 2.5B (10-fold CV mean)
@@ -36,8 +37,9 @@ from .tasks import Task, load_task_data, resolve_tasks
 KINDS = ("scratch", "pretrained")
 # Settings that must match for a finished run to be reused.
 # The model too: a run of another --model under the same --out must not be reused as this model's result.
+# The data revision too: runs on two versions of a task are not one benchmark.
 PROTOCOL_KEYS = ("model", "scratch_from", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "eval_every",
-                 "seed", "seeds", "val_fraction", "validation", "max_train_samples", "max_length")
+                 "seed", "seeds", "val_fraction", "validation", "max_train_samples", "max_length", "hub_revision")
 
 
 def sota_for(task: Task) -> tuple[float | None, str]:
@@ -64,10 +66,14 @@ def run_or_reuse(args: argparse.Namespace, task: Task, kind: str, out: Path) -> 
         model="scratch" if kind == "scratch" else args.model, scratch_from=args.model if kind == "scratch" else None,
         task=task.name, out=str(d), seed=args.seed, seeds=args.seeds, steps=args.steps, batch_size=args.batch_size,
         lr=args.lr, warmup_steps=args.warmup_steps, eval_every=args.eval_every, log_every=args.log_every,
-        max_train_samples=args.max_train_samples, device=args.device, cache_dir=args.cache_dir, overwrite=True)
+        max_train_samples=args.max_train_samples, device=args.device, cache_dir=args.cache_dir,
+        hub_revision=args.hub_revision, overwrite=True)
     if (d / RESULTS).is_file():
         done = json.loads((d / "config.json").read_text())["finetune"]
-        diff = {k: (done.get(k), getattr(cfg, k)) for k in PROTOCOL_KEYS if done.get(k) != getattr(cfg, k)}
+        # a run saved before a key existed ran with its default (hub_revision: earlier runs read "main")
+        fields = FinetuneConfig.__dataclass_fields__
+        saved = {k: done[k] if k in done else fields[k].default for k in PROTOCOL_KEYS}
+        diff = {k: (saved[k], getattr(cfg, k)) for k in PROTOCOL_KEYS if saved[k] != getattr(cfg, k)}
         if diff:
             raise InputError(f"{d}: finished under other settings {diff} (saved, asked); use another --out "
                              f"or delete that run directory")
@@ -207,7 +213,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:  # data that cannot be had here (hub unreachable) skips the task, not the benchmark
                 if hub_error and task.hub_id and not task.local_path:
                     raise InputError(f"skipped without retrying: {hub_error}")
-                load_task_data(task, cache_dir=args.cache_dir)
+                load_task_data(task, cache_dir=args.cache_dir, revision=args.hub_revision)
             except InputError as e:
                 if "Hugging Face hub" in str(e) and not hub_error:
                     hub_error = str(e)  # one unreachable hub is enough: don't wait on retries 36 times
@@ -220,6 +226,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             continue
         device = res["pretrained"]["device"]
         s, o = res["scratch"], res["pretrained"]
+        if s.get("data_provenance", {}).get("files") != o.get("data_provenance", {}).get("files"):
+            # e.g. the hub's main moved between the two runs: the gain would compare two datasets
+            raise InputError(f"{run_dir(out, task, 'scratch').parent}: the scratch and pretrained runs read different "
+                             f"data ({s.get('data_provenance')} vs {o.get('data_provenance')}); delete one run "
+                             f"directory and rerun, with --hub-revision COMMIT to pin the data")
         row.update({
             "status": "done",
             "scratch_mcc": s["test_mcc_mean"], "scratch_sd": s["test_mcc_sd"],
@@ -229,6 +240,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "pct_of_sota": 100.0 * o["test_mcc_mean"] / sota if sota else None,
             "reference": {k: v for k, v in task.published.items() if k.startswith("reference_")},
             "labels": o["labels"], "counts": o["counts"], "max_length": o["max_length"],
+            "data_provenance": o.get("data_provenance", {}),  # repo, revision, commit, sha256 per file
             "runs": {k: str(run_dir(out, task, k)) for k in KINDS},
         })
         rows.append(row)
@@ -236,6 +248,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     meta = {"model": str(args.model), "tasks": args.tasks, "steps": args.steps, "batch_size": args.batch_size,
             "warmup_steps": args.warmup_steps, "lr": args.lr, "seeds": args.seeds, "seed": args.seed,
             "eval_every": args.eval_every, "max_train_samples": args.max_train_samples, "device": device,
+            "hub_revision": args.hub_revision,
             "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
             "sota_columns": {"nt_revised": "reference_sota_mcc (best in NT paper, reference result.csv)",
                              "nt_original": "nt_ms_2_5b_mcc (NT Multispecies 2.5B)",
@@ -276,7 +289,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which runs to make: scratch,pretrained (default) or one of them; scratch needs only the "
                         "model's config.json and tokenizer, so it can run while pretraining goes on")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--cache-dir", default=None, help="download cache directory (hub tasks)")
+    p.add_argument("--cache-dir", default=None, help=d["cache_dir"].metadata["help"])
+    p.add_argument("--hub-revision", default="main", help=d["hub_revision"].metadata["help"] + " (default: main)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ every --eval-every steps; the best-validation-MCC weights are evaluated ONCE on 
 from random weights, so the difference between the two runs is pretraining alone.
 
 Output (written atomically: a failed run leaves nothing):
-    OUT/results.json        task, labels (sorted; id = index), counts, per-seed val/test MCC, mean ± sd
+    OUT/results.json        task, data provenance (hub commit, sha256 per file), labels (sorted; id = index),
+                            counts, per-seed val/test MCC, mean ± sd
     OUT/config.json         the resolved FinetuneConfig + what was derived (max length, label ids, model)
     OUT/predictions/seed<S>.csv   index,label,pred on the test split (source label values)
 """
@@ -82,7 +83,12 @@ class FinetuneConfig:
                                                   "choices": ["auto", "cpu", "cuda"]})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on GPU (CPU always runs fp32)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing --out"})
-    cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache directory (hub tasks)"})
+    cache_dir: Optional[str] = field(default=None, metadata={
+        "help": "download cache: the huggingface_hub cache for NT hub tasks (default $HF_HUB_CACHE, "
+                "~/.cache/huggingface/hub), the datasets cache for URL data"})
+    hub_revision: str = field(default="main", metadata={
+        "help": "revision of the NT hub repository to read (branch, tag or commit sha); results.json records "
+                "the commit actually read and the sha256 of each file (a --data clone is read as it is)"})
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "seeds", "eval_batch_size", "log_every"):
@@ -97,6 +103,8 @@ class FinetuneConfig:
             raise InputError("finetune: --lr must be > 0, --weight-decay and --grad-clip >= 0")
         if self.max_length < 0 or self.max_train_samples < 0:
             raise InputError("finetune: --max-length and --max-train-samples must be >= 0 (0 = automatic / all)")
+        if not self.hub_revision.strip():
+            raise InputError("finetune: --hub-revision is empty; use main, a branch, a tag or a commit sha")
         if self.model == "scratch" and not self.scratch_from:
             raise InputError("finetune: --model scratch needs --scratch-from DIR: the pretrained export to copy "
                              "the architecture and tokenizer from (or a tokenizer directory)")
@@ -346,7 +354,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     transformers.logging.set_verbosity_error()  # "newly initialized classifier weights" is expected here
     transformers.logging.disable_progress_bar()
     task = resolve_task(cfg)
-    data: TaskData = load_task_data(task, cfg.data, cache_dir=cfg.cache_dir)
+    data: TaskData = load_task_data(task, cfg.data, cache_dir=cfg.cache_dir, revision=cfg.hub_revision)
     if "test" not in data.splits:
         raise InputError(f"{data.source}: no test split (found {sorted(data.splits)}); fine-tuning reports test "
                          f"MCC, so the data needs a test file (test.csv / test.fna / a 'test' split)")
@@ -422,6 +430,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             "format": RESULTS_FORMAT,
             "task": task_summary(task),
             "data_source": data.source,
+            "data_provenance": data.provenance,   # the commit and sha256 of each file the numbers come from
             "labels": list(data.labels),
             "label_ids": {str(lab): i for i, lab in enumerate(data.labels)},
             "counts": {"train": len(train_seqs), "val": len(val_seqs), "test": len(test_seqs)},

@@ -3,8 +3,12 @@
 A task is a named set of labelled DNA sequences in splits ("train", optionally "dev", "test").
 Where the sequences come from:
 
-  * the Hugging Face hub, with `datasets` (the 18 original NT tasks and the 18 revised ones;
-    the TinyDNABERT reference used the revised set);
+  * the Hugging Face hub (the 18 original NT tasks and the 18 revised ones; the TinyDNABERT
+    reference used the revised set), file by file: `<task>/train.fna` and `<task>/test.fna` through
+    `huggingface_hub.hf_hub_download`, parsed by `read_fasta_split`. The repositories also hold a
+    `datasets` loading script and a README without configs: the script is never run (datasets >= 4
+    refuses scripts), so `datasets.load_dataset` cannot read them. The same layout from a clone works
+    with `--data CLONE`. `TaskData.provenance` records the commit and the sha256 of every file read;
   * local files, by path (`load_task_data(task, path)`), in the formats the real data ships in:
       - a directory of `train.csv` / `dev.csv` / `test.csv` with `sequence,label` (GUE layout);
       - FASTA whose headers end in `|label` (the NT files' own format: `>chr1:100-400|1`),
@@ -12,7 +16,8 @@ Where the sequences come from:
       - one FASTA file per class (iEnhancer-2L), from the registry's file map or a directory
         `train/<label>.fa`, `test/<label>.fa`;
       - the NT revised TSV (`sequence,name,label,task`), filtered to the task's rows;
-      - parquet / csv files served over http(s), read by `datasets` (the hub code path).
+      - parquet / csv files served over http(s), or a directory whose README.md declares configs,
+        read by `datasets`.
 
 Labels: whatever the source calls them (integers or file-class names); `TaskData.labels` is the
 SORTED list of distinct labels and a label's id is its index there, so ids never depend on file
@@ -30,18 +35,25 @@ import csv
 import dataclasses
 import gzip
 import io
+import os
 import re
+import subprocess
 import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .common import InputError, data_dir
+from .common import InputError, data_dir, sha256_file
 
 NT_ORIGINAL_HUB = "InstaDeepAI/nucleotide_transformer_downstream_tasks"
 NT_REVISED_HUB = "InstaDeepAI/nucleotide_transformer_downstream_tasks_revised"
 SPLIT_NAMES = ("train", "dev", "test")
+# Each NT task is a folder of its hub repository holding these two FASTA files ('>chr1:100-400|1' headers).
+NT_SPLIT_FILES = ("train.fna", "test.fna")
+# The loading scripts the NT repositories ship (never run): a clone's script says which repository it is.
+_NT_SCRIPTS = {"nucleotide_transformer_downstream_tasks.py": NT_ORIGINAL_HUB,
+               "nucleotide_transformer_downstream_tasks_revised.py": NT_REVISED_HUB}
 # NT's hub splits are called train/test; GUE's validation file is dev.csv; accept the usual aliases.
 _SPLIT_ALIASES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "val": "dev",
                   "test": "test", "cv": "train", "ind": "test"}
@@ -208,6 +220,9 @@ class TaskData:
     splits: dict[str, Split]           # "train", "test", maybe "dev"
     labels: list[Any]                  # sorted distinct labels; id = index
     source: str
+    # which data exactly: kind (hub / clone / local / ...), and for NT files the repository, the revision asked
+    # for, the commit read and {path in the repository: sha256}; copied into results.json
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def label_ids(self, split: str) -> list[int]:
         index = {lab: i for i, lab in enumerate(self.labels)}
@@ -443,15 +458,165 @@ def _fetch(url: str, cache_dir: str | None) -> str:
     return str(dest)
 
 
-def load_hub(task: Task, source: str | None = None, data_files: dict[str, str] | None = None,
-             cache_dir: str | None = None) -> dict[str, Split]:
-    """Splits through `datasets.load_dataset`: the task's hub repository (config = NT task name),
-    or `data_files` (split -> local path or http(s) URL of parquet/csv/json) read the same way.
+# ---------------------------------------------------------------------------------------------
+# NT task files: from the hub (huggingface_hub) or from a clone of the hub repository
+# ---------------------------------------------------------------------------------------------
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_endpoint() -> str:
+    """HF_ENDPOINT as set now: huggingface_hub reads it once, at import, so we read it per call and pass it on."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def _snapshot_commit(local: str, rel: str) -> str | None:
+    """The commit a cached file belongs to: hf_hub_download returns CACHE/<repo>/snapshots/<commit>/<rel>,
+    online and offline alike (an HTTP header would need the network)."""
+    top = Path(local).parents[len(rel.split("/")) - 1]
+    return top.name if top.parent.name == "snapshots" else None
+
+
+def _refuse_lfs_pointer(path: Path) -> None:
+    """A clone made without git-lfs holds ~130-byte pointer files where the FASTA should be."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"version https://git-lfs.github.com/spec/"):
+        raise InputError(f"{path}: a Git LFS pointer, not the FASTA file; run `git lfs pull` in the clone "
+                         f"(or download the repository with `hf download REPO --repo-type dataset --local-dir DIR`)")
+
+
+def load_hub(task: Task, revision: str | None = "main",
+             cache_dir: str | None = None) -> tuple[dict[str, Split], dict[str, Any]]:
+    """(splits, provenance) of an NT task, read file by file from its hub repository.
+
+    `<task>/train.fna` and `<task>/test.fna` come through `huggingface_hub.hf_hub_download` (its cache,
+    retries, HF_HUB_OFFLINE, HF_ENDPOINT) and are parsed by `read_fasta_split`; nothing else of the
+    repository is fetched, and its loading script is never run. `revision` is a branch, tag or commit;
+    the test file is read at the commit the train file came from, so a branch moving in between cannot
+    mix two versions. Provenance: repository, endpoint, revision asked for, commit read, sha256 per file."""
+    try:
+        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub.utils import (
+            EntryNotFoundError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+    except ImportError as e:  # pragma: no cover - an install_requires dependency (and one of transformers)
+        raise InputError("reading the NT tasks from the hub needs huggingface_hub: pip install huggingface_hub") from e
+    repo, config = task.hub_id, task.hub_config or task.short
+    revision = revision or "main"
+    endpoint = hub_endpoint()
+    # HF_HUB_OFFLINE set after huggingface_hub was imported (a notebook, a test) counts too
+    offline = _env_true("HF_HUB_OFFLINE") or bool(constants.HF_HUB_OFFLINE)
+    cache = str(cache_dir or constants.HF_HUB_CACHE)
+    where = f"hf://datasets/{repo}@{revision}"
+    no_network = (f"without network, clone the repository where there is network (git clone "
+                  f"https://huggingface.co/datasets/{repo}, then git lfs pull in it) and pass --data CLONE, "
+                  f"or download once and then set HF_HUB_OFFLINE=1")
+    splits: dict[str, Split] = {}
+    files: dict[str, str] = {}
+    commit: str | None = None
+    for name in NT_SPLIT_FILES:
+        rel = f"{config}/{name}"
+        try:
+            local = hf_hub_download(repo, rel, repo_type="dataset", revision=commit or revision, cache_dir=cache_dir,
+                                    endpoint=endpoint, local_files_only=offline)
+        # offline or unreachable, and not in the cache; caught before EntryNotFoundError, of which it is a subclass
+        except LocalEntryNotFoundError as e:
+            if offline:
+                raise InputError(f"{where}: HF_HUB_OFFLINE is set and {rel} is not in the Hugging Face hub cache "
+                                 f"{cache}; download it once with network (unset HF_HUB_OFFLINE, same cache), "
+                                 f"or clone the repository and pass --data CLONE") from e
+            raise InputError(f"{where}: could not download {rel} from the Hugging Face hub ({endpoint}), and it is "
+                             f"not in the cache {cache} ({type(e.__cause__ or e).__name__}); {no_network}") from e
+        except RevisionNotFoundError as e:
+            raise InputError(f"{where}: revision {revision!r} not found in {repo} at {endpoint}; pass --hub-revision "
+                             f"main, or a branch, tag or full commit sha of the repository "
+                             f"({endpoint}/datasets/{repo}/commits/main)") from e
+        except EntryNotFoundError as e:
+            raise InputError(f"{where}: no file {rel} in the repository; every NT task is a folder <task>/ with "
+                             f"{' and '.join(NT_SPLIT_FILES)}, and task {config!r} has no {name} at this revision. "
+                             f"Check --task (tinydnabert finetune --list-tasks) and --hub-revision") from e
+        except RepositoryNotFoundError as e:
+            raise InputError(f"hf://datasets/{repo}: repository not found at {endpoint} (or it is private/gated: "
+                             f"log in with `hf auth login`); check HF_ENDPOINT if you use a mirror") from e
+        except Exception as e:  # a connection dropped mid-download, a 5xx after the retries, a full disk, ...
+            raise InputError(f"{where}: could not download {rel} from the Hugging Face hub ({endpoint}) "
+                             f"({type(e).__name__}: {str(e)[:200]}); retry, or {no_network}") from e
+        commit = commit or _snapshot_commit(local, rel)
+        files[rel] = sha256_file(local)
+        split = read_fasta_split(Path(local))
+        split.source = f"hf://datasets/{repo}@{commit or revision}/{rel}"
+        splits[name.split(".")[0]] = split
+    provenance = {"kind": "hub", "repo": repo, "endpoint": endpoint, "revision": revision, "commit": commit,
+                  "files": files}
+    return splits, provenance
+
+
+def _is_nt_clone(path: Path) -> bool:
+    """A directory laid out like an NT hub repository: task folders holding train.fna / test.fna
+    (and, in a real clone, the loading script and a README without configs, which are not read)."""
+    return path.is_dir() and any(next(path.glob(f"*/{name}"), None) for name in NT_SPLIT_FILES)
+
+
+def _git_head(path: Path) -> str | None:
+    """The clone's commit, if it is a git clone (only its own .git: never an enclosing repository's)."""
+    if not (path / ".git").exists():
+        return None
+    try:
+        r = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = r.stdout.strip()
+    return sha if r.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
+
+
+def load_nt_clone(task: Task, path: Path) -> tuple[dict[str, Split], dict[str, Any]]:
+    """(splits, provenance) from a clone of an NT hub repository: the same files as load_hub, read the same way
+    (never through datasets, never running the script). Provenance: the clone, its git commit, sha256 per file."""
+    config = task.hub_config or task.short
+    folder = path / config
+    script = next((p.name for p in sorted(path.glob("*.py")) if p.name in _NT_SCRIPTS), None)
+    commit = _git_head(path)
+    about = [f"clone of {_NT_SCRIPTS[script]}"] if script else []
+    about.append(f"git commit {commit}" if commit else "not a git clone: commit unknown")
+    what = f"{path} ({', '.join(about)})"
+    if not folder.is_dir():
+        here = sorted({p.parent.name for name in NT_SPLIT_FILES for p in path.glob(f"*/{name}")})
+        raise InputError(f"{what}: no task folder {config}/ (with {' and '.join(NT_SPLIT_FILES)}); it has: "
+                         f"{', '.join(here)}. Pass --task with one of them, or a clone of the repository that has "
+                         f"{config!r} ({NT_REVISED_HUB} or {NT_ORIGINAL_HUB})")
+    splits: dict[str, Split] = {}
+    files: dict[str, str] = {}
+    for name in NT_SPLIT_FILES:
+        f = folder / name
+        if not f.is_file():
+            raise InputError(f"{what}: no file {config}/{name}; an NT task folder holds "
+                             f"{' and '.join(NT_SPLIT_FILES)}. Is the clone complete (git status, git lfs pull)?")
+        _refuse_lfs_pointer(f)
+        files[f"{config}/{name}"] = sha256_file(f)
+        splits[name.split(".")[0]] = read_fasta_split(f)
+    provenance = {"kind": "clone", "path": str(path.resolve()), "repo": _NT_SCRIPTS.get(script or ""),
+                  "commit": commit, "files": files}
+    return splits, provenance
+
+
+def load_datasets(task: Task, source: str | None = None, data_files: dict[str, str] | None = None,
+                  cache_dir: str | None = None) -> dict[str, Split]:
+    """Splits through `datasets.load_dataset`: `data_files` (split -> local path or http(s) URL of
+    parquet/csv/json), or `source`, a local directory whose README.md declares one config per task.
+    Never the NT hub repositories: they hold a loading script, which datasets >= 4 refuses (see load_hub).
     Rows of a combined table (a `task` column) are filtered to this task."""
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - datasets is a test dependency
-        raise InputError("loading from the hub needs `datasets`: pip install 'tinydnabert[hub]'") from e
+        raise InputError("reading parquet/csv URLs or a README-configs directory needs `datasets`: "
+                         "pip install 'tinydnabert[hub]'") from e
     if data_files:
         data_files = {split: _fetch(f, cache_dir) if "://" in f else f for split, f in data_files.items()}
         first = next(iter(data_files.values()))
@@ -466,18 +631,13 @@ def load_hub(task: Task, source: str | None = None, data_files: dict[str, str] |
         except Exception as e:
             raise InputError(f"{what}: could not load with datasets ({type(e).__name__}: {e})") from e
     else:
-        repo = source or task.hub_id
         config = task.hub_config or task.short
-        what = f"hf://datasets/{repo} (config {config})" if source is None else f"{repo} (config {config})"
+        what = f"{source} (config {config})"
         try:
-            ds = datasets.load_dataset(repo, config, cache_dir=cache_dir)
+            ds = datasets.load_dataset(str(source), config, cache_dir=cache_dir)
         except Exception as e:
-            if source is not None:
-                raise InputError(f"{what}: could not load with datasets ({type(e).__name__}: {str(e)[:200]}); "
-                                 f"is config {config!r} declared in its README.md?") from e
-            raise InputError(f"{what}: could not load from the Hugging Face hub ({type(e).__name__}: "
-                             f"{str(e)[:200]}); without network, clone the dataset repository (or download "
-                             f"the task files) elsewhere and pass --data PATH") from e
+            raise InputError(f"{what}: could not load with datasets ({type(e).__name__}: {str(e)[:200]}); "
+                             f"is config {config!r} declared in its README.md?") from e
     out: dict[str, Split] = {}
     for split_name, table in ds.items():
         split = _SPLIT_ALIASES.get(split_name, split_name)
@@ -531,24 +691,36 @@ def parse_data_urls(spec: str) -> dict[str, str]:
     return files
 
 
-def load_task_data(task: Task, path: str | Path | None = None, cache_dir: str | None = None) -> TaskData:
+def load_task_data(task: Task, path: str | Path | None = None, cache_dir: str | None = None,
+                   revision: str | None = "main") -> TaskData:
     """The task's splits with sorted label ids. `path` overrides where the data comes from:
-    a local file/directory, or an http(s) URL of a parquet/csv file (read with `datasets`)."""
+    a local file/directory (a clone of an NT hub repository among them), or an http(s) URL of a
+    parquet/csv file (read with `datasets`). `revision`: of the hub repository, for NT tasks without `path`."""
+    provenance: dict[str, Any]
     if path is not None and "://" in str(path):
-        splits, source = load_hub(task, data_files=parse_data_urls(str(path)), cache_dir=cache_dir), str(path)
+        files = parse_data_urls(str(path))
+        splits, source = load_datasets(task, data_files=files, cache_dir=cache_dir), str(path)
+        provenance = {"kind": "urls", "files": files}
+    elif path is not None and _is_nt_clone(Path(path)):
+        # a clone of an NT hub repository (script, README without configs, <task>/train.fna): its files, read directly
+        (splits, provenance), source = load_nt_clone(task, Path(path)), str(path)
     elif path is not None and _is_hub_repo_copy(Path(path)):
-        # a clone of the hub repository (README.md declaring the configs): the hub code path, locally
-        splits, source = load_hub(task, source=str(path), cache_dir=cache_dir), str(path)
+        # a dataset repository whose README.md declares the configs: what `datasets` can read without a script
+        splits, source = load_datasets(task, source=str(path), cache_dir=cache_dir), str(path)
+        provenance = {"kind": "local", "path": str(Path(path).resolve())}
     elif path is not None and _parquet_files(Path(path)):
-        # parquet (what the hub serves) goes through `datasets`, the same code path as the hub
-        splits, source = load_hub(task, data_files=_parquet_files(Path(path)), cache_dir=cache_dir), str(path)
+        splits, source = load_datasets(task, data_files=_parquet_files(Path(path)), cache_dir=cache_dir), str(path)
+        provenance = {"kind": "local", "path": str(Path(path).resolve())}
     elif path is not None:
         splits, source = load_local(task, path), str(path)
+        provenance = {"kind": "local", "path": str(Path(path).resolve())}
     elif task.local_path:
         p = data_dir() / task.local_path
         splits, source = load_local(task, p), str(p)
+        provenance = {"kind": "local", "path": str(p.resolve())}
     elif task.hub_id:
-        splits, source = load_hub(task, cache_dir=cache_dir), f"hf://datasets/{task.hub_id}/{task.hub_config}"
+        splits, provenance = load_hub(task, revision=revision, cache_dir=cache_dir)
+        source = f"hf://datasets/{task.hub_id}@{provenance['commit'] or revision}/{task.hub_config}"
     else:
         raise InputError(f"task {task.name!r} has no data source; pass --data PATH")
     if "train" not in splits and "dev" in splits and "test" in splits:
@@ -560,7 +732,7 @@ def load_task_data(task: Task, path: str | Path | None = None, cache_dir: str | 
                          f"{task.num_classes} classes; is this the right --task for this --data?")
     if len(labels) < 2:
         raise InputError(f"{source}: only one distinct label ({labels}); a classification task needs two or more")
-    return TaskData(task=task, splits=splits, labels=labels, source=source)
+    return TaskData(task=task, splits=splits, labels=labels, source=source, provenance=provenance)
 
 
 def task_summary(task: Task) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from tinydnabert.tasks import (
     TASKS,
     adhoc_task,
     get_task,
-    load_hub,
+    load_datasets,
     load_published_scores,
     load_task_data,
     resolve_tasks,
@@ -248,9 +248,10 @@ def test_http_urls_on_localhost(tmp_path: Path, real_data):
         srv.shutdown()
 
 
-def test_hub_code_path_on_a_local_repository_copy(tmp_path: Path, real_data):
-    """`datasets.load_dataset(repo, config)` — the exact call made for the hub — on a local directory laid
-    out like the hub repository (README.md declaring one config per task), with the real sample rows."""
+def test_readme_configs_repository_copy_through_datasets(tmp_path: Path, real_data):
+    """`datasets.load_dataset(repo, config)` on a local dataset repository whose README.md declares one config
+    per task, with the real sample rows. (The NT hub repositories are not like this: they ship a loading script
+    and no configs, and are read file by file: tests/test_nt_hub.py.)"""
     import pandas as pd
 
     df = pd.read_csv(real_data / "benchmark/nt_revised_sample/train.tsv", sep="\t")
@@ -264,10 +265,10 @@ def test_hub_code_path_on_a_local_repository_copy(tmp_path: Path, real_data):
         configs.append(f"- config_name: {name}\n  data_files:\n  - split: train\n    path: {name}/train.parquet\n"
                        f"  - split: test\n    path: {name}/test.parquet\n")
     (repo / "README.md").write_text("---\nconfigs:\n" + "".join(configs) + "---\n")
-    splits = load_hub(get_task("splice_sites_all"), source=str(repo), cache_dir=str(tmp_path / "cache"))
+    splits = load_datasets(get_task("splice_sites_all"), source=str(repo), cache_dir=str(tmp_path / "cache"))
     n = int((df.task == "splice_sites_all").sum())
     assert {k: len(v.sequences) for k, v in splits.items()} == {"train": n // 2, "test": n - n // 2}
     assert sorted(set(splits["test"].labels)) == [0, 1, 2]
-    # the same through --data (a clone of the hub repository)
+    # the same through --data
     d = load_task_data(get_task("promoter_all"), repo, cache_dir=str(tmp_path / "cache"))
     assert sum(d.counts().values()) == int((df.task == "promoter_all").sum()) and d.labels == [0, 1]
