@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -99,3 +102,15 @@ def print0(*args: Any, **kwargs: Any) -> None:
 
 def eprint(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def open_text(path: Path) -> Iterator[io.TextIOBase]:
+    """The file as text; a binary, non-UTF-8 or broken .gz file is an InputError naming it, not a traceback."""
+    try:
+        with (io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="") if path.suffix == ".gz"
+              else open(path, encoding="utf-8", newline="")) as f:
+            yield f
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise InputError(f"{path}: cannot read as UTF-8 text{' (gzip)' if path.suffix == '.gz' else ''} "
+                         f"({type(e).__name__}: {e}); is it the right file, complete and not corrupt?") from e

@@ -220,7 +220,6 @@ def download(name: str, cfg: DownloadConfig | None = None, log: Callable[[str], 
     url, src = resolve(name, cfg.base_url)
     out_dir = Path(cfg.out) if cfg.out else data_dir() / "genome"
     final = out_dir / src.filename
-    part = final.with_name(final.name + ".part")
 
     expected = None
     if cfg.verify and src.checksums:
@@ -234,11 +233,26 @@ def download(name: str, cfg: DownloadConfig | None = None, log: Callable[[str], 
         raise InputError(f"{final}: exists but its MD5 is not the published {expected}; "
                          f"delete it or pass --overwrite to fetch it again")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    fetch_file(url, final, cfg, expected, src.checksums or "", log)
+    size = final.stat().st_size
+    dt = max(time.time() - t0, 1e-9)
+    log(f"wrote {final} ({size / 1e6:,.1f} MB in {dt:.1f} s)\n"
+        f"next: tinydnabert preprocess --fasta {final} --out shards/")
+    return final
+
+
+def fetch_file(url: str, final: Path, cfg: DownloadConfig, expected_md5: str | None = None,
+               checksums_name: str = "", log: Callable[[str], None] = print0) -> Path:
+    """The one HTTP client of the package: `url` into `final` through `final.part` (resumed with a Range
+    request after a dropped connection, `cfg.retries` times), MD5-checked when `expected_md5` is given,
+    renamed into place only when complete. Genome downloads and task files (`--data URL`) both use it."""
+    part = final.with_name(final.name + ".part")
+    final.parent.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite and part.exists():
         part.unlink()
     log(f"downloading {url}\n        -> {final}")
-    t0 = time.time()
+    expected = expected_md5
     for attempt in range(cfg.retries + 1):
         try:
             _transfer(url, part, cfg, log)
@@ -256,15 +270,11 @@ def download(name: str, cfg: DownloadConfig | None = None, log: Callable[[str], 
         got = md5_file(part)
         if got != expected:
             part.unlink()  # a corrupt part file cannot be repaired by resuming; make the rerun start clean
-            raise InputError(f"{url}: MD5 mismatch (got {got}, {src.checksums} says {expected}); "
+            raise InputError(f"{url}: MD5 mismatch (got {got}, {checksums_name} says {expected}); "
                              f"the partial file was deleted and {final} was not written; run the command "
                              f"again, or try another --base-url if it keeps failing")
-        log(f"MD5 {got} matches {src.checksums}")
+        log(f"MD5 {got} matches {checksums_name}")
     os.replace(part, final)
-    size = final.stat().st_size
-    dt = max(time.time() - t0, 1e-9)
-    log(f"wrote {final} ({size / 1e6:,.1f} MB in {dt:.1f} s)\n"
-        f"next: tinydnabert preprocess --fasta {final} --out shards/")
     return final
 
 

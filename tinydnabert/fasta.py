@@ -55,6 +55,7 @@ class Record:
     path: str
     name: str
     seq: bytes  # upper-cased unless keep_case; may contain N / IUPAC codes (split points)
+    description: str = ""  # the header after the name (task files put '|label' there when it has spaces)
 
 
 class RecordSelector:
@@ -130,9 +131,10 @@ def validate_sequence(path: str, name: str, seq: bytes) -> None:
                          "sequence (allowed: A C G T, N and IUPAC codes R Y K M S W B D H V, either case)")
 
 
-def iter_records(paths: Iterable[str], keep_case: bool = False) -> Iterator[Record]:
+def iter_records(paths: Iterable[str | Path], keep_case: bool = False, unique_names: bool = True) -> Iterator[Record]:
     """Yield every record of every file in order, validated (and upper-cased unless keep_case).
-    Selection is the caller's job (`RecordSelector`), so dropped records can still be counted."""
+    Selection is the caller's job (`RecordSelector`), so dropped records can still be counted.
+    Genome names must be unique (they become sample keys); `unique_names=False` for task files."""
     import pysam
 
     seen: dict[str, str] = {}
@@ -149,16 +151,17 @@ def iter_records(paths: Iterable[str], keep_case: bool = False) -> Iterator[Reco
                     name = entry.name
                     if not name:
                         raise InputError(f"{path}, record {n}: header '>' with no name; give every record a name")
-                    if name in seen:
+                    if unique_names and name in seen:
                         raise InputError(f"{path}, record {name!r}: duplicate record name (also in {seen[name]}); "
                                          "record names must be unique across all --fasta files")
                     seen[name] = path
                     seq = (entry.sequence or "").encode("ascii", "replace")
+                    description = entry.comment or ""
                     del entry  # drop pysam's str copy: one chromosome is held once, as bytes
                     validate_sequence(path, name, seq)
                     if not keep_case:
                         seq = seq.upper()  # rebinding frees the mixed-case copy
-                    yield Record(path, name, seq)
+                    yield Record(path, name, seq, description)
                     del seq
         except (OSError, ValueError) as e:
             # htslib reports a truncated or corrupt (BGZF) gzip stream as "unknown problem parsing".

@@ -29,7 +29,7 @@ def export(tiny_export: Path) -> Path:
 
 @pytest.mark.timeout(150)
 def test_benchmark_table_json_csv_png_and_resume(bench, export: Path, tmp_path: Path, monkeypatch, capsys):
-    import tinydnabert.tasks as tasks
+    import tinydnabert.tasks.hub as tasks  # where load_task_data finds load_hub
 
     calls = []
 

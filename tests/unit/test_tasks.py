@@ -200,7 +200,7 @@ def test_missing_labels_are_errors(tmp_path: Path):
         load_task_data(adhoc_task("x"), d)
     f = tmp_path / "train.fna"
     f.write_text(">chr1:1-5|1\nACGTA\n>chr1:6-10\nACGTA\n")
-    with pytest.raises(InputError, match=r"record 'chr1:6-10' \(line 3\): missing label.*\|LABEL"):
+    with pytest.raises(InputError, match=r"record 'chr1:6-10' \(record 2\): missing label.*\|LABEL"):
         load_task_data(adhoc_task("x"), f)
     with pytest.raises(InputError, match="lacks 'sequence' and 'label'"):
         (d / "train.csv").write_text("seq,y\nACGT,0\n")
