@@ -9,7 +9,9 @@ classification head on the encoder (`AutoModelForSequenceClassification`, RoBERT
 Model selection: a validation split carved from train with a seed (never the test set), evaluated
 every --eval-every steps; the best-validation-MCC weights are evaluated ONCE on test.
 "scratch" is the same architecture (the same config.json, or the reference ModelConfig + a tokenizer)
-from random weights, so the difference between the two runs is pretraining alone.
+from random weights, so the difference between the two runs is pretraining alone. Seed s is the same
+experiment in both: the same validation carve, the same head initialisation (drawn from s after the
+encoder is built), the same batches and dropout stream; only the encoder's starting weights differ.
 
 Output (written atomically: a failed run leaves nothing):
     OUT/results.json        task, data provenance (hub commit, sha256 per file), labels (sorted; id = index),
@@ -155,42 +157,58 @@ def resolve_scratch_source(path: str, workdir: Path) -> Path:
     return resolve_model_dir(path, workdir)
 
 
-def build_classifier(cfg: FinetuneConfig, model_dir: Path, num_labels: int, seed: int,
-                     label_names: list[str]):
-    """(model, tokenizer, description). Pretrained: the encoder's weights + a fresh head.
-    Scratch: the same config, every weight random (seeded)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+@dataclass
+class ClassifierSpec:
+    """What both arms share before any weight exists: the architecture, the tokenizer, the token limit."""
+
+    config: Any          # transformers PretrainedConfig with num_labels / id2label set
+    tokenizer: Any
+    info: dict[str, Any]  # kind, path, where the architecture came from
+    max_tokens: int      # tokens per sequence the position table allows (incl. <s> </s>)
+
+
+def classifier_spec(cfg: FinetuneConfig, model_dir: Path, label_names: list[str]) -> ClassifierSpec:
+    """Pretrained: the export's config and tokenizer. Scratch: the same config.json (or the reference
+    ModelConfig + a tokenizer directory), to be initialised at random."""
+    from transformers import AutoConfig
 
     id2label = {i: n for i, n in enumerate(label_names)}
     label2id = {n: i for i, n in id2label.items()}
-    torch.manual_seed(seed)  # the head (and for scratch every weight) is initialised from this seed
-    if cfg.model != "scratch":
+    kw = dict(num_labels=len(label_names), id2label=id2label, label2id=label2id)
+    if cfg.model != "scratch" or (model_dir / "config.json").is_file():
+        mcfg = AutoConfig.from_pretrained(str(model_dir), **kw)
         tok = load_tokenizer_dir(model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), num_labels=num_labels, id2label=id2label, label2id=label2id)
-        return model, tok, {"kind": "pretrained", "path": str(model_dir), "given": cfg.model}
-    src = model_dir
-    if (src / "config.json").is_file():
-        tok = load_tokenizer_dir(src)
-        mcfg = AutoConfig.from_pretrained(str(src), num_labels=num_labels, id2label=id2label, label2id=label2id)
-        origin = f"config.json of {src}"
+        info = ({"kind": "pretrained", "path": str(model_dir), "given": cfg.model} if cfg.model != "scratch" else
+                {"kind": "scratch", "path": str(model_dir), "given": cfg.scratch_from,
+                 "architecture_from": f"config.json of {model_dir}"})
     else:
         from .model import ModelConfig, roberta_config
         from .tokenizer import load_tokenizer
 
-        tok = load_tokenizer(src)
+        tok = load_tokenizer(model_dir)
         mcfg = roberta_config(ModelConfig().with_tokenizer(tok))
-        mcfg.num_labels, mcfg.id2label, mcfg.label2id = num_labels, id2label, label2id
-        origin = "reference ModelConfig + tokenizer"
-    model = AutoModelForSequenceClassification.from_config(mcfg)
-    return model, tok, {"kind": "scratch", "path": str(src), "given": cfg.scratch_from, "architecture_from": origin}
+        mcfg.num_labels, mcfg.id2label, mcfg.label2id = len(label_names), id2label, label2id
+        info = {"kind": "scratch", "path": str(model_dir), "given": cfg.scratch_from,
+                "architecture_from": "reference ModelConfig + tokenizer"}
+    offset = (mcfg.pad_token_id + 1) if mcfg.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+    return ClassifierSpec(mcfg, tok, info, int(mcfg.max_position_embeddings) - offset)
 
 
-def model_max_tokens(model) -> int:
-    c = model.config
-    offset = (c.pad_token_id + 1) if c.model_type in ("roberta", "xlm-roberta", "camembert") else 0
-    return int(c.max_position_embeddings) - offset
+def build_classifier(spec: ClassifierSpec, model_dir: Path, seed: int):
+    """The classifier for one seed. Pretrained: the encoder's weights; scratch: every weight random from
+    `seed`. Either way the head is then initialised from `seed` alone, so the two arms of a seed start
+    from the same head and differ only in the encoder (the paired comparison of the benchmark)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    if spec.info["kind"] == "pretrained":
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), config=spec.config)
+    else:
+        model = AutoModelForSequenceClassification.from_config(spec.config)
+    torch.manual_seed(seed)
+    model.classifier.apply(model._init_weights)
+    return model
 
 
 def tokenize(tok, seqs: list[str], max_length: int) -> list[list[int]]:
@@ -340,10 +358,72 @@ def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
     idx = np.arange(len(labels))
     _, counts = np.unique(labels, return_counts=True)
-    strat = labels if counts.min() >= 2 else None
+    n_val = math.ceil(fraction * len(labels))
+    if n_val < 1 or n_val >= len(labels):
+        raise InputError(f"{len(labels)} training rows are too few to carve a validation fraction of {fraction}; "
+                         "use more data or --validation dev")
+    # Stratify where every class can be on both sides (sklearn raises otherwise, e.g. 1 val row, 2 classes).
+    strat = labels if counts.min() >= 2 and min(n_val, len(labels) - n_val) >= len(counts) else None
     tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
     # (used with fraction = 1 - N/len to draw a stratified subset of N rows, too)
     return np.sort(tr), np.sort(va)
+
+
+@dataclass
+class Splits:
+    """(sequences, label ids) of train, validation and test: what both arms of a comparison share."""
+
+    train: tuple[list[str], np.ndarray]
+    val: tuple[list[str], np.ndarray]
+    test: tuple[list[str], np.ndarray]
+
+
+def task_splits(data: TaskData, seed: int, val_fraction: float, validation: str = "carve",
+                max_train_samples: int = 0) -> Splits:
+    """Validation carved from train with `seed` (class-stratified) or the task's dev split; test untouched,
+    used once. `max_train_samples`: a seeded, class-stratified subset first (files are often sorted by class)."""
+    if "test" not in data.splits:
+        raise InputError(f"{data.source}: no test split (found {sorted(data.splits)}); the protocols report test "
+                         f"MCC, so the data needs a test file (test.csv / test.fna / a 'test' split)")
+    train_seqs = data.splits["train"].sequences
+    train_y = np.asarray(data.label_ids("train"))
+    if 0 < max_train_samples < len(train_seqs):
+        keep, _ = carve_validation(train_y, 1 - max_train_samples / len(train_seqs), seed)
+        train_seqs, train_y = [train_seqs[i] for i in keep], train_y[keep]
+    if validation == "dev":
+        if "dev" not in data.splits:
+            raise InputError(f"{data.source}: --validation dev but there is no dev split; use --validation carve")
+        val = (data.splits["dev"].sequences, np.asarray(data.label_ids("dev")))
+    else:
+        tr, va = carve_validation(train_y, val_fraction, seed)
+        val = ([train_seqs[i] for i in va], train_y[va])
+        train_seqs, train_y = [train_seqs[i] for i in tr], train_y[tr]
+    missing = sorted(set(range(len(data.labels))) - set(train_y.tolist()))
+    if missing:
+        raise InputError(f"{data.source}: training split has no rows of label(s) "
+                         f"{[data.labels[i] for i in missing]}; check the labels or the --data files")
+    return Splits((train_seqs, train_y), val, (data.splits["test"].sequences, np.asarray(data.label_ids("test"))))
+
+
+def encode_splits(cfg: FinetuneConfig, spec: ClassifierSpec, splits: Splits) -> tuple[dict[str, list], dict]:
+    """Token ids of every split at one max length (--max-length, else the longest sequence, capped at the
+    model's), and what was derived: the length, how many sequences it truncates, bp per token."""
+    if cfg.max_length > spec.max_tokens:
+        raise InputError(f"finetune: --max-length {cfg.max_length} exceeds what the model's position "
+                         f"table allows ({spec.max_tokens}); use <= {spec.max_tokens}")
+    tok = spec.tokenizer
+    everything = splits.train[0] + splits.val[0] + splits.test[0]
+    lengths = [len(r) for r in tok(everything, add_special_tokens=True)["input_ids"]]
+    max_len = cfg.max_length or min(max(lengths), spec.max_tokens)
+    enc = {name: tokenize(tok, part[0], max_len) for name, part in
+           (("train", splits.train), ("val", splits.val), ("test", splits.test))}
+    n_train = len(splits.train[0])
+    derived = {"max_length": max_len, "model_max_tokens": spec.max_tokens,
+               "truncated_sequences": int(sum(n > max_len for n in lengths)),
+               "median_tokens": float(np.median(lengths)),
+               "bp_per_token": round(float(np.mean([len(x) for x in splits.train[0]]) /
+                                           max(1e-9, np.mean(lengths[:n_train]) - 2)), 3)}
+    return enc, derived
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
@@ -355,66 +435,33 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     transformers.logging.disable_progress_bar()
     task = resolve_task(cfg)
     data: TaskData = load_task_data(task, cfg.data, cache_dir=cfg.cache_dir, revision=cfg.hub_revision)
-    if "test" not in data.splits:
-        raise InputError(f"{data.source}: no test split (found {sorted(data.splits)}); fine-tuning reports test "
-                         f"MCC, so the data needs a test file (test.csv / test.fna / a 'test' split)")
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("finetune: --device cuda but no GPU is visible; use --device cpu")
     label_names = [str(lab) for lab in data.labels]
-    k = len(data.labels)
-
-    # Splits: validation carved from train (seeded) or the task's dev split; test is used once.
-    train_seqs = data.splits["train"].sequences
-    train_y = np.asarray(data.label_ids("train"))
-    if 0 < cfg.max_train_samples < len(train_seqs):
-        # a seeded, class-stratified subset: files are often sorted by class (one file per class)
-        keep, _ = carve_validation(train_y, 1 - cfg.max_train_samples / len(train_seqs), cfg.seed)
-        train_seqs, train_y = [train_seqs[i] for i in keep], train_y[keep]
-    if cfg.validation == "dev":
-        if "dev" not in data.splits:
-            raise InputError(f"{data.source}: --validation dev but there is no dev split; use --validation carve")
-        val_seqs, val_y = data.splits["dev"].sequences, np.asarray(data.label_ids("dev"))
-    else:
-        tr, va = carve_validation(train_y, cfg.val_fraction, cfg.seed)
-        val_seqs, val_y = [train_seqs[i] for i in va], train_y[va]
-        train_seqs, train_y = [train_seqs[i] for i in tr], train_y[tr]
-    test_seqs, test_y = data.splits["test"].sequences, np.asarray(data.label_ids("test"))
-    missing = sorted(set(range(k)) - set(train_y.tolist()))
-    if missing:
-        raise InputError(f"{data.source}: training split has no rows of label(s) "
-                         f"{[data.labels[i] for i in missing]}; check the labels or the --data files")
+    splits = task_splits(data, cfg.seed, cfg.val_fraction, cfg.validation, cfg.max_train_samples)
+    (_, train_y), (_, val_y), (_, test_y) = splits.train, splits.val, splits.test
+    amp = autocast_for(device, cfg.bf16)
 
     out = Path(cfg.out)
     with atomic_output_dir(out, overwrite=cfg.overwrite) as tmp, tempfile.TemporaryDirectory() as work:
         model_dir = (resolve_scratch_source(cfg.scratch_from, Path(work)) if cfg.model == "scratch"
                      else resolve_model_dir(cfg.model, Path(work)))
+        spec = classifier_spec(cfg, model_dir, label_names)
+        enc, derived = encode_splits(cfg, spec, splits)
+        tok, model_info = spec.tokenizer, spec.info
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else spec.config.pad_token_id
         per_seed: list[dict[str, Any]] = []
-        derived: dict[str, Any] = {}
+        n_params = 0
+        print0(f"finetune {task.name} ({model_info['kind']}): train {len(train_y)} | val {len(val_y)} | "
+               f"test {len(test_y)} | labels {data.labels} | max_length {derived['max_length']} tokens "
+               f"({derived['truncated_sequences']} truncated) | {device}")
         for i in range(cfg.seeds):
             seed = cfg.seed + i
-            model, tok, model_info = build_classifier(cfg, model_dir, k, seed, label_names)
-            if i == 0:
-                cap = model_max_tokens(model)
-                if cfg.max_length > cap:
-                    raise InputError(f"finetune: --max-length {cfg.max_length} exceeds what the model's position "
-                                     f"table allows ({cap}); use <= {cap}")
-                lengths = [len(r) for r in tok(train_seqs + val_seqs + test_seqs, add_special_tokens=True)["input_ids"]]
-                max_len = cfg.max_length or min(max(lengths), cap)
-                truncated = int(sum(n > max_len for n in lengths))
-                enc = {name: tokenize(tok, s, max_len) for name, s in
-                       (("train", train_seqs), ("val", val_seqs), ("test", test_seqs))}
-                pad_id = tok.pad_token_id if tok.pad_token_id is not None else model.config.pad_token_id
-                derived = {"max_length": max_len, "model_max_tokens": cap, "truncated_sequences": truncated,
-                           "median_tokens": float(np.median(lengths)),
-                           "bp_per_token": round(float(np.mean([len(s) for s in train_seqs]) /
-                                                       max(1e-9, np.mean(lengths[:len(train_seqs)]) - 2)), 3)}
-                n_params = sum(p.numel() for p in model.parameters())
-                print0(f"finetune {task.name} ({model_info['kind']}): train {len(train_seqs)} | val {len(val_seqs)} | "
-                       f"test {len(test_seqs)} | labels {data.labels} | max_length {max_len} tokens "
-                       f"({truncated} truncated) | {n_params:,} params | {device}")
-            amp = autocast_for(device, cfg.bf16)
+            model = build_classifier(spec, model_dir, seed)
+            n_params = sum(p.numel() for p in model.parameters())
+            torch.manual_seed(seed)  # dropout: the same stream in both arms of a seed
             r = train_one_seed(cfg, model, pad_id, (enc["train"], train_y), (enc["val"], val_y), seed, device, amp)
             pred = predict(model, enc["test"], pad_id, cfg.eval_batch_size, device, amp)
             test_mcc = mcc(test_y, pred)
@@ -433,7 +480,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             "data_provenance": data.provenance,   # the commit and sha256 of each file the numbers come from
             "labels": list(data.labels),
             "label_ids": {str(lab): i for i, lab in enumerate(data.labels)},
-            "counts": {"train": len(train_seqs), "val": len(val_seqs), "test": len(test_seqs)},
+            "counts": {"train": len(train_y), "val": len(val_y), "test": len(test_y)},
             "validation": cfg.validation,
             "model": {**model_info, "parameters": n_params},
             "device": str(device),
