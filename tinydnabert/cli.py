@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("tinydnabert.preprocess", "FASTA -> BPE tokenizer + WebDataset shards + manifest"),
     "export": ("tinydnabert.export", "turn a pretraining checkpoint into a plain Hugging Face directory"),
     "finetune": ("tinydnabert.finetune", "fine-tune a pretrained (or scratch) model on an NT task, report MCC"),
+    "probe": ("tinydnabert.probe", "linear probe of a frozen encoder (logistic regression on embeddings), test MCC"),
+    "embed": ("tinydnabert.embed", "embeddings of the sequences of a FASTA/CSV/TSV file from a trained encoder"),
     "benchmark": ("tinydnabert.benchmark", "pretrained vs scratch vs SOTA on many tasks: MCC table, JSON, chart"),
     "quickstart": ("tinydnabert.quickstart", "the whole pipeline in one command (`make demo`)"),
     "plot": ("tinydnabert.plots", "draw loss / learning rate / throughput from a run's TensorBoard logs"),
