@@ -32,9 +32,12 @@ from typing import Any
 
 from .common import InputError, atomic_write_json, atomic_write_text
 from .finetune import RESULTS, FinetuneConfig, run_finetune
+from .probe import ProbeConfig, run_probe
+from .stats import fmt_interval, paired_interval
 from .tasks import Task, load_task_data, resolve_tasks
 
 KINDS = ("scratch", "pretrained")
+PROTOCOLS = ("finetune", "probe")
 # Settings that must match for a finished run to be reused.
 # The model too: a run of another --model under the same --out must not be reused as this model's result.
 # The data revision too: runs on two versions of a task are not one benchmark.
@@ -56,11 +59,18 @@ def sota_for(task: Task) -> tuple[float | None, str]:
     return value, label
 
 
-def run_dir(out: Path, task: Task, kind: str) -> Path:
-    return out / "runs" / task.name.replace("/", "__") / kind
+PROBE_KEYS = ("model", "scratch_from", "seed", "seeds", "val_fraction", "validation", "max_train_samples",
+              "max_length", "pooling", "layer", "c_grid")
 
 
-def run_or_reuse(args: argparse.Namespace, task: Task, kind: str, out: Path) -> dict[str, Any]:
+def run_dir(out: Path, task: Task, kind: str, protocol: str = "finetune") -> Path:
+    return out / "runs" / task.name.replace("/", "__") / (kind if protocol == "finetune" else f"{protocol}-{kind}")
+
+
+def run_or_reuse(args: argparse.Namespace, task: Task, kind: str, out: Path, protocol: str = "finetune"):
+    """The results of one arm under one protocol: a finished run with the same settings, or a new one."""
+    if protocol == "probe":
+        return probe_or_reuse(args, task, kind, out)
     d = run_dir(out, task, kind)
     cfg = FinetuneConfig(
         model="scratch" if kind == "scratch" else args.model, scratch_from=args.model if kind == "scratch" else None,
@@ -83,6 +93,38 @@ def run_or_reuse(args: argparse.Namespace, task: Task, kind: str, out: Path) -> 
     return run_finetune(cfg)
 
 
+def probe_or_reuse(args: argparse.Namespace, task: Task, kind: str, out: Path) -> dict[str, Any]:
+    d = run_dir(out, task, kind, "probe")
+    cfg = ProbeConfig(model="scratch" if kind == "scratch" else args.model,
+                      scratch_from=args.model if kind == "scratch" else None, task=task.name, out=str(d),
+                      seed=args.seed, seeds=args.seeds, max_train_samples=args.max_train_samples,
+                      c_grid=args.probe_c_grid, device=args.device, cache_dir=args.cache_dir, overwrite=True)
+    if (d / RESULTS).is_file():
+        done = json.loads((d / "config.json").read_text())["probe"]
+        diff = {k: (done.get(k), getattr(cfg, k)) for k in PROBE_KEYS if done.get(k) != getattr(cfg, k)}
+        if diff:
+            raise InputError(f"{d}: finished under other settings {diff} (saved, asked); use another --out "
+                             f"or delete that run directory")
+        print(f"[skip] {task.name} probe {kind}: already done ({d / RESULTS})", flush=True)
+        return json.loads((d / RESULTS).read_text())
+    print(f"[run ] {task.name} probe {kind} -> {d}", flush=True)
+    return run_probe(cfg)
+
+
+def compare(row: dict[str, Any], s: dict[str, Any], o: dict[str, Any], sota: float | None) -> dict[str, Any]:
+    """The table row of one task under one protocol: both arms, their paired difference by seed."""
+    scratch_seeds, ours_seeds = [r["test_mcc"] for r in s["seeds"]], [r["test_mcc"] for r in o["seeds"]]
+    paired = paired_interval(ours_seeds, scratch_seeds)
+    return {**row, "status": "done",
+            "scratch_mcc": s["test_mcc_mean"], "scratch_sd": s["test_mcc_sd"],
+            "ours_mcc": o["test_mcc_mean"], "ours_sd": o["test_mcc_sd"],
+            "scratch_seeds": scratch_seeds, "ours_seeds": ours_seeds,
+            "gain_over_scratch": o["test_mcc_mean"] - s["test_mcc_mean"],
+            "gain_low": paired["low"], "gain_high": paired["high"], "verdict": paired["verdict"], "paired": paired,
+            "pct_of_sota": 100.0 * o["test_mcc_mean"] / sota if sota else None,
+            "labels": o["labels"], "counts": o["counts"], "max_length": o.get("max_length")}
+
+
 def fmt(mean: float | None, sd: float | None = None) -> str:
     if mean is None:
         return "–"
@@ -90,6 +132,31 @@ def fmt(mean: float | None, sd: float | None = None) -> str:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per protocol: means, the median gain, and which tasks fall under which paired verdict."""
+    return {p: _summarize([r for r in rows if r.get("protocol", "finetune") == p]) for p in PROTOCOLS
+            if any(r.get("protocol", "finetune") == p for r in rows)}
+
+
+def verdict_sentence(summary: dict[str, Any], seeds: int) -> str:
+    """The one honest sentence the table ends with."""
+    parts = []
+    for protocol, s in summary.items():
+        if not s.get("tasks_done"):
+            continue
+        v = s["verdicts"]
+        said = [f"ahead on {', '.join(v['pretrained ahead'])}" if v["pretrained ahead"] else "ahead nowhere"]
+        if v["no detectable difference"]:
+            said.append(f"not told apart from scratch on {', '.join(v['no detectable difference'])}")
+        if v["scratch ahead"]:
+            said.append(f"behind scratch on {', '.join(v['scratch ahead'])}")
+        parts.append(f"{protocol}: pretrained {'; '.join(said)}")
+    if not parts:
+        return "No task finished, so nothing can be said about pretraining."
+    return ("With paired 95% intervals over " + f"{seeds} seed(s) — " + " | ".join(parts) + "."
+            + ("" if seeds >= 3 else " (Fewer than 3 seeds: the intervals are wide or undefined.)"))
+
+
+def _summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     done = [r for r in rows if r["status"] == "done"]
     if not done:
         return {"tasks_done": 0}
@@ -103,6 +170,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_ours_mcc": statistics.fmean(ours),
         "median_gain_over_scratch": statistics.median(gains),
         "tasks_where_pretraining_helps": sum(g > 0 for g in gains),
+        "verdicts": {v: [r["task"] for r in done if r["verdict"] == v]
+                     for v in ("pretrained ahead", "no detectable difference", "scratch ahead")},
     }
     m_s = s["mean_scratch_mcc"]
     s["ours_over_scratch_ratio"] = s["mean_ours_mcc"] / m_s if m_s > 0 else None
@@ -113,30 +182,38 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]], summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    protocols = ", ".join(meta["protocols"])
     lines = [
-        f"NT benchmark: `{meta['model']}`, {meta['steps']} steps × batch {meta['batch_size']}, "
-        f"{meta['seeds']} seed(s), test MCC mean ± sd over seeds; device {meta['device']}.",
+        f"Benchmark: `{meta['model']}`; {protocols}; fine-tuning {meta['steps']} steps × batch {meta['batch_size']}; "
+        f"{meta['seeds']} seed(s), test MCC mean ± sd over seeds; gain = pretrained − scratch paired by seed, "
+        f"[95% interval]; device {meta['device']}.",
         "",
-        "| Task | Scratch | Ours | SOTA | gain over scratch | % of SOTA | SOTA is |",
-        "|---|---|---|---|---|---|---|",
+        "| Task | Protocol | Scratch | Ours | gain [95% CI] | verdict | SOTA | % of SOTA | SOTA is |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        proto = r.get("protocol", "finetune")
         if r["status"] != "done":
-            lines.append(f"| {r['task']} | – | – | {fmt(r['sota_mcc'])} | – | – | {r['status']}: {r['reason'][:80]} |")
+            lines.append(f"| {r['task']} | {proto} | – | – | – | – | {fmt(r['sota_mcc'])} | – | "
+                         f"{r['status']}: {r['reason'][:80]} |")
             continue
         mark = "" if r["sota_comparable"] else "*"
         pct = f"{r['pct_of_sota']:.1f}%{mark}" if r["pct_of_sota"] is not None else "–"
-        lines.append(f"| {r['task']} | {fmt(r['scratch_mcc'], r['scratch_sd'])} | {fmt(r['ours_mcc'], r['ours_sd'])} "
-                     f"| {fmt(r['sota_mcc'])}{mark} | {r['gain_over_scratch']:+.3f} | {pct} | {r['sota_source']} |")
-    if summary.get("tasks_done"):
-        ratio = summary.get("ours_over_scratch_ratio")
-        lines += ["", f"Mean over {summary['tasks_done']} task(s): scratch {summary['mean_scratch_mcc']:.3f}, "
-                      f"ours {summary['mean_ours_mcc']:.3f}"
+        lines.append(f"| {r['task']} | {proto} | {fmt(r['scratch_mcc'], r['scratch_sd'])} | "
+                     f"{fmt(r['ours_mcc'], r['ours_sd'])} | {fmt_interval(r['paired'])} | {r['verdict']} | "
+                     f"{fmt(r['sota_mcc'])}{mark} | {pct} | {r['sota_source']} |")
+    for protocol, s in summary.items():
+        if not s.get("tasks_done"):
+            continue
+        ratio = s.get("ours_over_scratch_ratio")
+        lines += ["", f"{protocol}: mean over {s['tasks_done']} task(s): scratch {s['mean_scratch_mcc']:.3f}, "
+                      f"ours {s['mean_ours_mcc']:.3f}"
                       + (f" ({(ratio - 1) * 100:+.1f}% over scratch)" if ratio else "")
-                      + f"; median gain {summary['median_gain_over_scratch']:+.3f} MCC; pretraining helps on "
-                      f"{summary['tasks_where_pretraining_helps']}/{summary['tasks_done']}"
-                      + (f"; {summary['mean_pct_of_sota']:.1f}% of SOTA on average" if "mean_pct_of_sota" in summary
-                         else "") + "."]
+                      + f"; median gain {s['median_gain_over_scratch']:+.3f} MCC; pretraining helps on "
+                      f"{s['tasks_where_pretraining_helps']}/{s['tasks_done']}"
+                      + (f"; {s['mean_pct_of_sota']:.1f}% of SOTA on average" if "mean_pct_of_sota" in s else "")
+                      + "."]
+    lines += ["", verdict_sentence(summary, meta["seeds"])]
     if any(not r["sota_comparable"] for r in rows):
         lines += ["", "\\* SOTA measured on a different dataset of the same kind of task (the NT version); "
                       "indicative only, not a like-for-like comparison."]
@@ -154,6 +231,7 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         return
     fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(done) + 2), 4.6), dpi=120)
     x = list(range(len(done)))
+    names = [r["task"] + ("" if r.get("protocol", "finetune") == "finetune" else f" ({r['protocol']})") for r in done]
     w = 0.27
     bars = [
         ("Scratch", -w, [r["scratch_mcc"] for r in done], [r["scratch_sd"] for r in done],
@@ -178,7 +256,7 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             for rect, r in zip(rects, done):
                 if not r["sota_comparable"]:
                     rect.set_hatch("//")
-    ax.set_xticks(x, [r["task"] for r in done], rotation=15, ha="right", fontsize=8)
+    ax.set_xticks(x, names, rotation=15, ha="right", fontsize=8)
     ax.set_ylabel("test MCC (mean ± sd over seeds)")
     lo = min(0.0, *(r["scratch_mcc"] for r in done), *(r["ours_mcc"] for r in done))
     ax.set_ylim(lo - 0.05 if lo < 0 else 0.0, 1.08)
@@ -198,6 +276,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     asked = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if not asked or set(asked) - set(KINDS):
         raise InputError(f"--kinds {args.kinds!r}: use scratch,pretrained or one of them")
+    protocols = list(PROTOCOLS) if args.protocol == "both" else [args.protocol]
     tasks = resolve_tasks(args.tasks)
     out = Path(args.out)
     rows: list[dict[str, Any]] = []
@@ -209,7 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row: dict[str, Any] = {"task": task.name, "benchmark": task.benchmark, "sota_mcc": sota,
                                "sota_source": sota_src, "sota_comparable": task.comparable}
         kinds = [k for k in KINDS if k in asked]
-        if not all((run_dir(out, task, k) / RESULTS).is_file() for k in kinds):
+        if not all((run_dir(out, task, k, p) / RESULTS).is_file() for k in kinds for p in protocols):
             try:  # data that cannot be had here (hub unreachable) skips the task, not the benchmark
                 if hub_error and task.hub_id and not task.local_path:
                     raise InputError(f"skipped without retrying: {hub_error}")
@@ -220,35 +299,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"[skip] {task.name}: {e}", flush=True)
                 rows.append({**row, "status": "skipped", "reason": str(e)})
                 continue
-        res = {kind: run_or_reuse(args, task, kind, out) for kind in kinds}
-        if len(res) < len(KINDS):  # --kinds scratch: runs made now, the table when both exist
-            rows.append({**row, "status": "partial", "reason": f"only {','.join(res)} run (--kinds)"})
-            continue
-        device = res["pretrained"]["device"]
-        s, o = res["scratch"], res["pretrained"]
-        if s.get("data_provenance", {}).get("files") != o.get("data_provenance", {}).get("files"):
-            # e.g. the hub's main moved between the two runs: the gain would compare two datasets
-            raise InputError(f"{run_dir(out, task, 'scratch').parent}: the scratch and pretrained runs read different "
-                             f"data ({s.get('data_provenance')} vs {o.get('data_provenance')}); delete one run "
-                             f"directory and rerun, with --hub-revision COMMIT to pin the data")
-        row.update({
-            "status": "done",
-            "scratch_mcc": s["test_mcc_mean"], "scratch_sd": s["test_mcc_sd"],
-            "ours_mcc": o["test_mcc_mean"], "ours_sd": o["test_mcc_sd"],
-            "scratch_seeds": [r["test_mcc"] for r in s["seeds"]], "ours_seeds": [r["test_mcc"] for r in o["seeds"]],
-            "gain_over_scratch": o["test_mcc_mean"] - s["test_mcc_mean"],
-            "pct_of_sota": 100.0 * o["test_mcc_mean"] / sota if sota else None,
-            "reference": {k: v for k, v in task.published.items() if k.startswith("reference_")},
-            "labels": o["labels"], "counts": o["counts"], "max_length": o["max_length"],
-            "data_provenance": o.get("data_provenance", {}),  # repo, revision, commit, sha256 per file
-            "runs": {k: str(run_dir(out, task, k)) for k in KINDS},
-        })
-        rows.append(row)
+        for protocol in protocols:
+            res = {kind: run_or_reuse(args, task, kind, out, protocol) for kind in kinds}
+            prow = {**row, "protocol": protocol}
+            if len(res) < len(KINDS):  # --kinds scratch: runs made now, the table when both exist
+                rows.append({**prow, "status": "partial", "reason": f"only {','.join(res)} run (--kinds)"})
+                continue
+            device = res["pretrained"]["device"]
+            s, o = res["scratch"], res["pretrained"]
+            if s.get("data_provenance", {}).get("files") != o.get("data_provenance", {}).get("files"):
+                # e.g. the hub's main moved between the two runs: the gain would compare two datasets
+                raise InputError(f"{run_dir(out, task, 'scratch').parent}: the scratch and pretrained runs read "
+                                 f"different data ({s.get('data_provenance')} vs {o.get('data_provenance')}); delete "
+                                 "one run directory and rerun, with --hub-revision COMMIT to pin the data")
+            rows.append({**compare(prow, s, o, sota),
+                         "reference": {k: v for k, v in task.published.items() if k.startswith("reference_")},
+                         "data_provenance": o.get("data_provenance", {}),  # repo, revision, commit, sha256 per file
+                         "runs": {k: str(run_dir(out, task, k, protocol)) for k in KINDS}})
     summary = summarize(rows)
     meta = {"model": str(args.model), "tasks": args.tasks, "steps": args.steps, "batch_size": args.batch_size,
             "warmup_steps": args.warmup_steps, "lr": args.lr, "seeds": args.seeds, "seed": args.seed,
             "eval_every": args.eval_every, "max_train_samples": args.max_train_samples, "device": device,
-            "hub_revision": args.hub_revision,
+            "hub_revision": args.hub_revision, "protocols": protocols, "probe_c_grid": args.probe_c_grid,
             "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
             "sota_columns": {"nt_revised": "reference_sota_mcc (best in NT paper, reference result.csv)",
                              "nt_original": "nt_ms_2_5b_mcc (NT Multispecies 2.5B)",
@@ -257,8 +329,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "nt_benchmark.json", result)
     buf = io.StringIO()
-    cols = ["task", "benchmark", "status", "scratch_mcc", "scratch_sd", "ours_mcc", "ours_sd", "sota_mcc",
-            "sota_source", "sota_comparable", "gain_over_scratch", "pct_of_sota"]
+    cols = ["task", "protocol", "benchmark", "status", "scratch_mcc", "scratch_sd", "ours_mcc", "ours_sd", "sota_mcc",
+            "sota_source", "sota_comparable", "gain_over_scratch", "gain_low", "gain_high", "verdict", "pct_of_sota"]
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
@@ -288,6 +360,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kinds", default="scratch,pretrained",
                    help="which runs to make: scratch,pretrained (default) or one of them; scratch needs only the "
                         "model's config.json and tokenizer, so it can run while pretraining goes on")
+    p.add_argument("--protocol", default="finetune", choices=["finetune", "probe", "both"],
+                   help="finetune: the whole model trained per task (the NT protocol); probe: a frozen encoder + "
+                        "logistic regression (minutes per task on a CPU); both (default: finetune)")
+    p.add_argument("--probe-c-grid", default=ProbeConfig.__dataclass_fields__["c_grid"].default,
+                   help="probe: inverse L2 strengths tried, the best on validation MCC kept")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--cache-dir", default=None, help=d["cache_dir"].metadata["help"])
     p.add_argument("--hub-revision", default="main", help=d["hub_revision"].metadata["help"] + " (default: main)")

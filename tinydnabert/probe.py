@@ -29,6 +29,7 @@ import numpy as np
 
 from .common import InputError, atomic_output_dir, atomic_write_json, print0
 from .config import add_dataclass_args, config_to_dict, dataclass_from_args
+from .finetune import RESULTS  # the same file name as fine-tuning's: the benchmark reads both the same way
 
 RESULTS_FORMAT = "tinydnabert-probe/1"
 
@@ -159,14 +160,15 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
         mccs = [s["test_mcc"] for s in per_seed]
         results = {
             "format": RESULTS_FORMAT, "protocol": "probe", "task": task_summary(task), "data_source": data.source,
-            "labels": list(data.labels), "counts": {k: len(getattr(split, k)[0]) for k in ("train", "val", "test")},
+            "data_provenance": data.provenance, "labels": list(data.labels),
+            "counts": {k: len(getattr(split, k)[0]) for k in ("train", "val", "test")},
             "model": {"kind": "scratch" if cfg.model == "scratch" else "pretrained", "path": str(model_dir)},
             "device": str(device), "pooling": cfg.pooling, "layer": cfg.layer, "seeds": per_seed,
             "test_mcc_mean": statistics.fmean(mccs), "test_mcc_sd": statistics.stdev(mccs) if len(mccs) > 1 else 0.0,
             "val_mcc_mean": statistics.fmean(s["val_mcc"] for s in per_seed),
             "versions": {"python": platform.python_version(), "torch": torch.__version__},
         }
-        atomic_write_json(tmp / "results.json", results)
+        atomic_write_json(tmp / RESULTS, results)
         atomic_write_json(tmp / "config.json", {"probe": config_to_dict(cfg), "labels": list(data.labels)})
     print0(f"{task.name} probe: test mcc {results['test_mcc_mean']:.4f} ± {results['test_mcc_sd']:.4f} over "
            f"{len(mccs)} seed(s) -> {out / 'results.json'}")

@@ -10,6 +10,7 @@ import pytest
 
 from tinydnabert import cli
 from tinydnabert.common import InputError
+from tinydnabert.stats import paired_interval
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +61,13 @@ def test_benchmark_table_json_csv_png_and_resume(bench, export: Path, tmp_path: 
     assert rows["ienhancer/enhancers_types"]["labels"] == [0, 1, 2]
     assert rows["gue/prom_300_tata"]["sota_mcc"] == 0.94
     assert rows["gue/prom_300_tata"]["pct_of_sota"] == pytest.approx(100 * rows["gue/prom_300_tata"]["ours_mcc"] / 0.94)
-    assert res["summary"]["tasks_done"] == 2 and res["summary"]["tasks_skipped"] == 2
+    assert res["summary"]["finetune"]["tasks_done"] == 2 and res["summary"]["finetune"]["tasks_skipped"] == 2
+    for r in (rows["gue/prom_300_tata"], rows["ienhancer/enhancers_types"]):  # paired by seed, as stats says
+        assert r["paired"] == paired_interval(r["ours_seeds"], r["scratch_seeds"])
+        assert r["verdict"] in res["summary"]["finetune"]["verdicts"] and r["protocol"] == "finetune"
     md = (out / "nt_benchmark.md").read_text()
-    assert "| Task | Scratch | Ours | SOTA | gain over scratch | % of SOTA | SOTA is |" in md
+    assert "| Task | Protocol | Scratch | Ours | gain [95% CI] | verdict | SOTA | % of SOTA | SOTA is |" in md
+    assert "With paired 95% intervals over 2 seed(s)" in md
     assert "best in NT paper (nt_revised/promoter_tata" in md and "other data" in md
     with open(out / "nt_benchmark.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -101,3 +106,22 @@ def test_benchmark_bad_inputs(bench, tmp_path: Path, capsys):
     assert bench.main(["--model", str(tmp_path), "--tasks", "gue/H3", "--kinds", "pretrain", "--out",
                        str(tmp_path / "o")]) == 2
     assert "--kinds 'pretrain'" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.timeout(150)
+def test_both_protocols_share_seeds_and_say_what_they_found(bench, export: Path, tmp_path: Path):
+    out = tmp_path / "both"
+    argv = ["--model", str(export), "--tasks", "gue/prom_core_all", "--out", str(out), "--protocol", "both",
+            "--steps", "6", "--batch-size", "16", "--warmup-steps", "1", "--eval-every", "3", "--log-every", "3",
+            "--max-train-samples", "300", "--seeds", "3", "--probe-c-grid", "0.1,1"]
+    assert bench.main(argv) == 0
+    res = json.loads((out / "nt_benchmark.json").read_text())
+    by = {r["protocol"]: r for r in res["tasks"]}
+    assert set(by) == {"finetune", "probe"} and all(r["status"] == "done" for r in by.values())
+    probe = by["probe"]
+    assert Path(probe["runs"]["pretrained"]).name == "probe-pretrained" and len(probe["ours_seeds"]) == 3
+    assert probe["paired"]["n"] == 3 and probe["gain_low"] <= probe["paired"]["mean_diff"] <= probe["gain_high"]
+    md = (out / "nt_benchmark.md").read_text()
+    assert "| gue/prom_core_all | probe |" in md and "| gue/prom_core_all | finetune |" in md
+    (sentence,) = [line for line in md.splitlines() if line.startswith("With paired")]
+    assert sentence.startswith("With paired 95% intervals over 3 seed(s)") and "probe: pretrained" in sentence
