@@ -35,6 +35,7 @@ from .finetune import RESULTS, FinetuneConfig, run_finetune
 from .probe import ProbeConfig, run_probe
 from .stats import fmt_interval, paired_interval
 from .tasks import Task, load_task_data, resolve_tasks
+from .tasks.registry import GUE_DIR
 
 KINDS = ("scratch", "pretrained")
 PROTOCOLS = ("finetune", "probe")
@@ -67,6 +68,14 @@ def run_dir(out: Path, task: Task, kind: str, protocol: str = "finetune") -> Pat
     return out / "runs" / task.name.replace("/", "__") / (kind if protocol == "finetune" else f"{protocol}-{kind}")
 
 
+def task_data_path(args: argparse.Namespace, task: Task) -> str | None:
+    """Where a task's files are read from: a GUE task under --data GUE_ROOT (GUE's own layout), else the
+    registry's own place (None)."""
+    if getattr(args, "data", None) and task.benchmark == "gue" and task.local_path:
+        return str(Path(args.data) / task.local_path.removeprefix(f"{GUE_DIR}/"))
+    return None
+
+
 def run_or_reuse(args: argparse.Namespace, task: Task, kind: str, out: Path, protocol: str = "finetune"):
     """The results of one arm under one protocol: a finished run with the same settings, or a new one."""
     if protocol == "probe":
@@ -74,7 +83,8 @@ def run_or_reuse(args: argparse.Namespace, task: Task, kind: str, out: Path, pro
     d = run_dir(out, task, kind)
     cfg = FinetuneConfig(
         model="scratch" if kind == "scratch" else args.model, scratch_from=args.model if kind == "scratch" else None,
-        task=task.name, out=str(d), seed=args.seed, seeds=args.seeds, steps=args.steps, batch_size=args.batch_size,
+        task=task.name, out=str(d), data=task_data_path(args, task), seed=args.seed, seeds=args.seeds,
+        steps=args.steps, batch_size=args.batch_size,
         lr=args.lr, warmup_steps=args.warmup_steps, eval_every=args.eval_every, log_every=args.log_every,
         max_train_samples=args.max_train_samples, device=args.device, cache_dir=args.cache_dir,
         hub_revision=args.hub_revision, overwrite=True)
@@ -97,6 +107,7 @@ def probe_or_reuse(args: argparse.Namespace, task: Task, kind: str, out: Path) -
     d = run_dir(out, task, kind, "probe")
     cfg = ProbeConfig(model="scratch" if kind == "scratch" else args.model,
                       scratch_from=args.model if kind == "scratch" else None, task=task.name, out=str(d),
+                      data=task_data_path(args, task),
                       seed=args.seed, seeds=args.seeds, max_train_samples=args.max_train_samples,
                       c_grid=args.probe_c_grid, device=args.device, cache_dir=args.cache_dir, overwrite=True)
     if (d / RESULTS).is_file():
@@ -292,7 +303,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:  # data that cannot be had here (hub unreachable) skips the task, not the benchmark
                 if hub_error and task.hub_id and not task.local_path:
                     raise InputError(f"skipped without retrying: {hub_error}")
-                load_task_data(task, cache_dir=args.cache_dir, revision=args.hub_revision)
+                load_task_data(task, task_data_path(args, task), cache_dir=args.cache_dir, revision=args.hub_revision)
             except InputError as e:
                 if "Hugging Face hub" in str(e) and not hub_error:
                     hub_error = str(e)  # one unreachable hub is enough: don't wait on retries 36 times
@@ -348,8 +359,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="pretrained HF export directory (its config.json + tokenizer "
                                                   "also define the scratch model)")
-    p.add_argument("--tasks", default="all", help="all, nt_revised, nt_original, local, or a comma-separated list "
-                                                  "(default: all)")
+    p.add_argument("--tasks", default="all", help="all, nt_revised, nt_original, local (the shipped real tasks), gue "
+                                                  "(DNABERT-2's 28), or a comma-separated list (default: all)")
+    p.add_argument("--data", default=None, metavar="GUE_ROOT",
+                   help="a local copy of GUE in its own layout (EMP/H3/train.csv, prom/prom_300_tata/..., tf/0/...): "
+                        "gue/ tasks are read from there (default: the 6 in the shared data)")
     p.add_argument("--out", default="runs/benchmark", help="output directory (default: runs/benchmark)")
     d = FinetuneConfig.__dataclass_fields__
     for name in ("steps", "batch_size", "lr", "warmup_steps", "eval_every", "seeds", "seed", "max_train_samples",

@@ -125,3 +125,23 @@ def test_both_protocols_share_seeds_and_say_what_they_found(bench, export: Path,
     assert "| gue/prom_core_all | probe |" in md and "| gue/prom_core_all | finetune |" in md
     (sentence,) = [line for line in md.splitlines() if line.startswith("With paired")]
     assert sentence.startswith("With paired 95% intervals over 3 seed(s)") and "probe: pretrained" in sentence
+
+
+@pytest.mark.timeout(150)
+def test_gue_suite_from_a_root_in_gues_layout(bench, export: Path, tmp_path: Path, benchmark_dir: Path):
+    """--data GUE_ROOT: a GUE task is read from ROOT/<its GUE path>; one missing there is skipped, named."""
+    from tinydnabert.tasks import GROUPS
+
+    assert len(GROUPS["gue"]) == 28
+    root = tmp_path / "GUE"
+    src = benchmark_dir / "GUE" / "prom" / "prom_core_all"
+    (root / "prom" / "prom_core_all").mkdir(parents=True)
+    for split, n in (("train", 400), ("dev", 100), ("test", 300)):  # real rows, fewer of them
+        lines = (src / f"{split}.csv").read_text().splitlines()
+        (root / "prom" / "prom_core_all" / f"{split}.csv").write_text("\n".join(lines[:n + 1]) + "\n")
+    out = tmp_path / "gue"
+    assert bench.main(["--model", str(export), "--tasks", "gue/prom_core_all,gue/tf_0", "--data", str(root),
+                       "--out", str(out), "--protocol", "probe", "--seeds", "2", "--probe-c-grid", "1"]) == 0
+    rows = {r["task"]: r for r in json.loads((out / "nt_benchmark.json").read_text())["tasks"]}
+    assert rows["gue/prom_core_all"]["status"] == "done" and rows["gue/prom_core_all"]["counts"]["test"] == 300
+    assert rows["gue/tf_0"]["status"] == "skipped" and str(root / "tf" / "0") in rows["gue/tf_0"]["reason"]

@@ -53,20 +53,40 @@ def load_published_scores() -> list[dict[str, str]]:
 
 _SCORE_COLUMNS = ("nt_ms_2_5b_mcc", "reference_sota_mcc", "reference_scratch_mcc", "reference_tinydnabert_mcc")
 
-# Local real tasks under data_dir(): (name, path, classes, bp, NT task whose figures to show, description)
-_LOCAL = [
-    ("gue/prom_300_tata", "benchmark/GUE/prom/prom_300_tata", 2, 300, "nt_revised/promoter_tata",
+# DNABERT-2's GUE benchmark, 28 tasks, in GUE's own layout under a root directory (default: the shared data's
+# benchmark/GUE, which holds 6 of them; `tinydnabert benchmark --data GUE_ROOT` reads all of a full copy).
+# (name, path under the GUE root, classes, bp, NT task whose published figure is shown beside it, description)
+GUE_DIR = "benchmark/GUE"
+_EMP = ("H3", "H3K14ac", "H3K36me3", "H3K4me1", "H3K4me2", "H3K4me3", "H3K79me3", "H3K9ac", "H4", "H4ac")
+_EMP_NT = {"H3": "nt_original/H3", "H3K14ac": "nt_original/H3K14ac", "H3K36me3": "nt_original/H3K36me3",
+           "H3K4me1": "nt_original/H3K4me1", "H3K4me2": "nt_original/H3K4me2", "H3K4me3": "nt_original/H3K4me3",
+           "H3K79me3": "nt_original/H3K79me3", "H3K9ac": "nt_original/H3K9ac", "H4": "nt_original/H4",
+           "H4ac": "nt_original/H4ac"}
+_GUE = [
+    *[(f"gue/{m}", f"EMP/{m}", 2, 500, _EMP_NT[m], f"GUE yeast {m} (epigenetic mark), 500 bp") for m in _EMP],
+    *[(f"gue/mouse_{i}", f"mouse/{i}", 2, 101, None, f"GUE mouse TF binding #{i}, 101 bp (not in NT)")
+      for i in range(5)],
+    ("gue/prom_300_all", "prom/prom_300_all", 2, 300, "nt_revised/promoter_all",
+     "GUE human promoter (all) vs non-promoter, 300 bp"),
+    ("gue/prom_300_notata", "prom/prom_300_notata", 2, 300, "nt_revised/promoter_no_tata",
+     "GUE human promoter (no TATA) vs non-promoter, 300 bp"),
+    ("gue/prom_300_tata", "prom/prom_300_tata", 2, 300, "nt_revised/promoter_tata",
      "GUE human promoter (TATA) vs non-promoter, 300 bp"),
-    ("gue/prom_core_all", "benchmark/GUE/prom/prom_core_all", 2, 70, "nt_revised/promoter_all",
+    ("gue/prom_core_all", "prom/prom_core_all", 2, 70, "nt_revised/promoter_all",
      "GUE human core promoter vs non-promoter, 70 bp"),
-    ("gue/H3", "benchmark/GUE/EMP/H3", 2, 500, "nt_original/H3",
-     "GUE yeast H3 occupancy, 500 bp (no train split: trains on dev)"),
-    ("gue/H3K4me3", "benchmark/GUE/EMP/H3K4me3", 2, 500, "nt_original/H3K4me3",
-     "GUE yeast H3K4me3, 500 bp (no train split: trains on dev)"),
-    ("gue/splice_reconstructed", "benchmark/GUE/splice/reconstructed", 3, 400, "nt_original/splice_sites_all",
-     "GUE splice site: 0 acceptor, 1 donor, 2 neither; 400 bp (no train split: trains on dev)"),
-    ("gue/mouse_0", "benchmark/GUE/mouse/0", 2, 101, None, "GUE mouse TF binding, 101 bp (not in NT)"),
+    ("gue/prom_core_notata", "prom/prom_core_notata", 2, 70, "nt_revised/promoter_no_tata",
+     "GUE human core promoter (no TATA), 70 bp"),
+    ("gue/prom_core_tata", "prom/prom_core_tata", 2, 70, "nt_revised/promoter_tata",
+     "GUE human core promoter (TATA), 70 bp"),
+    ("gue/splice_reconstructed", "splice/reconstructed", 3, 400, "nt_original/splice_sites_all",
+     "GUE splice site: 0 acceptor, 1 donor, 2 neither; 400 bp"),
+    *[(f"gue/tf_{i}", f"tf/{i}", 2, 101, None, f"GUE human TF binding #{i}, 101 bp (not in NT)") for i in range(5)],
+    ("gue/covid", "virus/covid", 9, 1000, None, "GUE SARS-CoV-2 variant classification, 9 classes, 1,000 bp"),
 ]
+assert len(_GUE) == 28, len(_GUE)
+# The six the shared data ships (SOURCES.md): the `local` group, which needs no download.
+_SHIPPED_GUE = ("gue/prom_300_tata", "gue/prom_core_all", "gue/H3", "gue/H3K4me3", "gue/splice_reconstructed",
+                "gue/mouse_0")
 
 _IENHANCER = [
     ("ienhancer/enhancers", 2, "nt_original/enhancers",
@@ -93,10 +113,10 @@ def _build_registry() -> dict[str, Task]:
                          published=scores, published_for=name,
                          description=f"Nucleotide Transformer {row['benchmark'].split('_')[1]} task "
                                      f"{row['task']} ({row['seq_len_bp']} bp, {row['classes']} classes)")
-    for name, path, k, bp, nt, desc in _LOCAL:
-        reg[name] = Task(name=name, benchmark="gue", num_classes=k, seq_len_bp=bp, local_path=path,
+    for name, path, k, bp, nt, desc in _GUE:
+        reg[name] = Task(name=name, benchmark="gue", num_classes=k, seq_len_bp=bp, local_path=f"{GUE_DIR}/{path}",
                          description=desc, published=published.get(nt, {}) if nt else {},
-                         published_for=nt, comparable=False)
+                         published_for=nt if nt in published else None, comparable=False)
     for name, k, nt, desc, files in _IENHANCER:
         reg[name] = Task(name=name, benchmark="ienhancer", num_classes=k, seq_len_bp=200,
                          local_path="benchmark/iEnhancer2L", class_files=files, description=desc,
@@ -119,7 +139,8 @@ TASKS: dict[str, Task] = _build_registry()
 GROUPS = {
     "nt_revised": [n for n, t in TASKS.items() if t.benchmark == "nt_revised"],
     "nt_original": [n for n, t in TASKS.items() if t.benchmark == "nt_original"],
-    "local": [n for n, t in TASKS.items() if t.benchmark in ("gue", "ienhancer")],
+    "local": [*_SHIPPED_GUE, *(n for n, t in TASKS.items() if t.benchmark == "ienhancer")],
+    "gue": [n for n, t in TASKS.items() if t.benchmark == "gue"],
 }
 GROUPS["all"] = GROUPS["nt_revised"] + GROUPS["nt_original"] + GROUPS["local"]
 
@@ -139,7 +160,7 @@ def get_task(name: str) -> Task:
 
 
 def resolve_tasks(spec: str) -> list[Task]:
-    """"all", a group name (nt_revised, nt_original, local) or a comma-separated list."""
+    """"all", a group name (nt_revised, nt_original, local, gue) or a comma-separated list."""
     out: list[Task] = []
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
         if part in GROUPS:
