@@ -65,12 +65,21 @@ def check_batch_sizes(ds: dict[str, Any], world_size: int, where: str = "DeepSpe
 
 
 def derive(base: dict[str, Any], *, batch: int | None = None, micro: int | None = None, lr: float | None = None,
-           warmup: int | None = None, steps: int | None = None) -> dict[str, Any]:
+           warmup: int | None = None, steps: int | None = None, constant: bool = False) -> dict[str, Any]:
     """A copy of `base` with another global batch / micro-batch, peak LR, warmup or schedule length.
 
     The accumulation is left for DeepSpeed to derive (batch / (micro x ranks)); a new peak LR is set both
-    as the optimizer's lr and as the scheduler's warmup_max_lr, which must agree."""
+    as the optimizer's lr and as the scheduler's warmup_max_lr, which must agree. `constant`: DeepSpeed's
+    WarmupLR (linear warmup, then the peak LR held) instead of a decay, so that every checkpoint along one
+    run is a fair point of a budget curve and the run can be extended (there is no end to decay towards)."""
     ds = copy.deepcopy(base)
+    if constant:
+        if steps is not None:
+            raise InputError("derive: a constant schedule has no length; stop the run with --max-steps")
+        params = dict(ds.get("scheduler", {}).get("params", {}))
+        params.pop("total_num_steps", None)
+        params.setdefault("warmup_type", "linear")
+        ds["scheduler"] = {"type": "WarmupLR", "params": params}
     if batch is not None:
         ds["train_batch_size"] = batch
     if micro is not None:

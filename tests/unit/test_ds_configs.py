@@ -106,3 +106,11 @@ def test_derive_sets_batch_lr_and_schedule_and_leaves_the_base_alone():
     assert base == shipped("zero1.json")  # a copy: the loaded base is not changed
     with pytest.raises(InputError, match="no scheduler"):
         derive({"train_batch_size": 8, "train_micro_batch_size_per_gpu": 8}, steps=10)
+
+
+def test_derive_constant_schedule_holds_the_peak():
+    ds = derive(shipped("zero1-cpu-fp32.json"), lr=5e-4, warmup=10, constant=True)
+    assert ds["scheduler"]["type"] == "WarmupLR" and "total_num_steps" not in ds["scheduler"]["params"]
+    assert ds["scheduler"]["params"]["warmup_max_lr"] == 5e-4 and ds["scheduler"]["params"]["warmup_num_steps"] == 10
+    with pytest.raises(InputError, match="no length"):
+        derive(shipped("zero1-cpu-fp32.json"), steps=10, constant=True)
