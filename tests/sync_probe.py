@@ -159,7 +159,12 @@ class _HostLoader:
 
 def probe(tmp_path: Path, shards: Path, variants: list[str], cuda_debug: bool = False) -> dict[str, dict]:
     """Run this script in a subprocess on this checkout's tinydnabert; {variant: result}."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+    import socket
+
+    with socket.socket() as s:  # DeepSpeed's rendezvous port: 29500 may be another run's
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": port, "PYTHONPATH": os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     cmd = [sys.executable, str(REPO / "tests" / "sync_probe.py"), "--data", str(shards), "--out", str(tmp_path)]
     cmd += [a for v in variants for a in ("--variant", v)] + (["--cuda-debug"] if cuda_debug else [])
