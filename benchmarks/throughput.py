@@ -3,6 +3,7 @@
     python benchmarks/throughput.py --threads 1 --rounds 5     # CPU (2 cores, shared): small model, fp32, ~3 min
     python benchmarks/throughput.py --hidden 512 --layers 6 --heads 8 --micro-batch 64 --block 20   # GPU, bf16
     python benchmarks/throughput.py ... --compile               # GPU: also torch.compile (ours and the Trainer)
+    python benchmarks/throughput.py --overhead                  # host time per step: our engine vs a plain loop
 
 Four measurements on the same model (RobertaForMaskedLM, SDPA), the same shards and precision
 (fp32 on CPU, bf16 on GPU), the same micro batch and optimizer (AdamW 1e-4, wd 1e-5):
@@ -24,6 +25,16 @@ samples/s = rows/s; MFU = analytic FLOPs per position (tinydnabert.model.flops_p
 positions/s / peak (measured fp32 matmul rate on CPU, bf16 datasheet on GPU); data wait % = time
 waiting for the next batch (ours: loader; Trainer: dataset fetch + collator) / step time.
 Ratios are ours / baseline tokens/s. Writes a table to stdout and JSON to --out.
+
+--overhead measures something else: the host time of one optimizer step with a negligible model (hidden 16,
+1 layer, micro-batch 1 x 32 tokens, so compute is ~nothing) -- what the engine costs the host per step, which
+on a GPU must stay well under a step (~23 ms for the reference model at 40 % MFU) or the GPU waits for it.
+It compares our engine (tinydnabert.train.train_step on a DeepSpeed engine from the shipped JSON: zero1.json
+as on a GPU, bf16, TensorBoard on; and zero1-cpu-fp32.json) with a plain PyTorch loop doing the same work
+(the same MaskedLMObjective, torch.optim.AdamW, clip_grad_norm_ 1.0, a LambdaLR warmup, the same batches),
+in one process, in interleaved blocks; then profiles each over the same steps and groups the host time by
+top-level module, so the difference says where the engine's time goes. The loader's hand-off (taking the
+next batch from a worker) is timed on its own. Writes benchmarks/results/overhead.json (--out to change).
 """
 
 from __future__ import annotations
@@ -63,7 +74,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0,
                    help="OMP_NUM_THREADS for every configuration (0 = torch's default, one per core); on a busy "
                         "CPU 1 avoids OpenMP threads spinning against other jobs")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "throughput.json"))
+    p.add_argument("--out", default="", help="JSON results (default benchmarks/results/throughput.json, or "
+                                             "overhead.json with --overhead)")
+    p.add_argument("--overhead", action="store_true",
+                   help="host time per optimizer step of our engine vs a plain PyTorch loop (negligible model)")
     p.add_argument("--worker", choices=("ours", "reference", "longest", "packed"), help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     p.add_argument("--peak", type=float, help=argparse.SUPPRESS)
@@ -269,6 +283,11 @@ def main() -> int:
     a = parse_args()
     if a.worker:
         return worker(a)
+    a.out = a.out or str(REPO / "benchmarks" / "results" / ("overhead.json" if a.overhead else "throughput.json"))
+    if a.overhead:
+        from overhead import overhead_main  # benchmarks/overhead.py
+
+        return overhead_main(a, make_shards)
     gpu = torch.cuda.is_available()
     device = torch.device("cuda" if gpu else "cpu")
     tmp = Path(tempfile.mkdtemp(prefix="tdb-throughput-"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 MARKER = "tinydnabert_checkpoint.json"
 MODEL_STATES = "mp_rank_00_model_states.pt"  # DeepSpeed's name; with ZeRO-1 every rank holds the full module
+# DeepSpeed's per-rank optimizer shards: bf16_zero_pp_rank_R_mp_rank_00_optim_states.pt (bf16), zero_pp_rank_R_...
+OPTIM_STATES_GLOB = "*zero_pp_rank_*_mp_rank_00_optim_states.pt"
 RNG_DIR = "rng"
 TOKENIZER_DIR = "tokenizer"
 OBJECTIVE_PREFIX = "net."  # train.py hands DeepSpeed a MaskedLMObjective whose RobertaForMaskedLM is `.net`
@@ -182,19 +185,107 @@ def load(engine, tag_dir: Path) -> tuple[Marker, dict[str, Any]]:
 
 
 def load_module_state(tag_dir: Path) -> dict[str, torch.Tensor]:
-    """The RobertaForMaskedLM state dict from DeepSpeed's model-states file (fp32, plain tensors).
+    """The RobertaForMaskedLM state dict from DeepSpeed's model-states file, upcast to fp32 (plain tensors).
+    For a bf16 run these are the rounded bf16 copies; `load_fp32_weights` gives the masters instead.
 
     Read with torch.load(weights_only=True): tensors and plain containers only, never arbitrary
     pickled code, so a checkpoint from elsewhere cannot run anything."""
-    path = tag_dir / MODEL_STATES
-    if not path.is_file():
-        raise InputError(f"{path}: missing; {tag_dir} is not a complete DeepSpeed checkpoint")
+    module = _load_model_states(tag_dir)["module"]
+    return {k.removeprefix(OBJECTIVE_PREFIX): v.float() for k, v in module.items()}
+
+
+def load_fp32_weights(tag_dir: Path) -> dict[str, torch.Tensor]:
+    """The weights an export should hold: the module's own if it trained in fp32 (exactly
+    `load_module_state`), else (bf16 / fp16) the optimizer's fp32 master weights, which the module's
+    weights are a rounded copy of (bf16 keeps 8 significant bits: ~0.4 % relative error per weight)."""
+    states = _load_model_states(tag_dir)
+    if all(v.dtype == torch.float32 for v in states["module"].values()):
+        return load_module_state(tag_dir)
+    return load_master_weights(tag_dir, states)
+
+
+def load_master_weights(tag_dir: Path, model_states: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """fp32 master weights of a ZeRO stage 1/2 checkpoint, as a RobertaForMaskedLM state dict.
+
+    The same reconstruction as DeepSpeed's zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint, which
+    tests/unit/test_export.py checks it against, but read with weights_only=True: each rank's optimizer file
+    holds its slice of one flat fp32 vector per parameter group; the slices are concatenated in rank order
+    and cut, in the model-states file's `param_shapes` order, into parameters (skipping each parameter's
+    alignment padding). Tied weights (`shared_params`: the LM decoder = the word embeddings) are filled from
+    the parameter they share; buffers and frozen parameters come from the module, upcast."""
+    states = model_states if model_states is not None else _load_model_states(tag_dir)
+    files = sorted(tag_dir.glob(OPTIM_STATES_GLOB), key=lambda f: int(f.name.split("zero_pp_rank_")[1].split("_")[0]))
+    if not files:
+        raise InputError(f"{tag_dir}: no DeepSpeed optimizer states ({OPTIM_STATES_GLOB}) to read the fp32 master "
+                         "weights from; the checkpoint is incomplete, use an earlier one")
+    optim = [_load_plain(f, _DEEPSPEED_STAND_INS).get("optimizer_state_dict") for f in files]
+    first = optim[0]
+    if not isinstance(first, dict) or first.get("zero_stage") not in (1, 2):
+        raise InputError(f"{files[0]}: not the optimizer states of ZeRO stage 1 or 2 (zero_stage "
+                         f"{first.get('zero_stage') if isinstance(first, dict) else None}); export needs those")
+    partitions = first["partition_count"]
+    world = partitions[0] if isinstance(partitions, list) else partitions
+    if len(files) != world:
+        raise InputError(f"{tag_dir}: {len(files)} optimizer-state files for {world} ranks; the checkpoint is "
+                         "incomplete, use an earlier one")
+    module = states["module"]
+    out = {k: module[k].float() for k in states.get("buffer_names") or [] if k in module}
+    for shapes in states.get("frozen_param_shapes") or []:
+        out.update({k: module[k].float() for k in shapes})
+    paddings = first.get("param_alignment_paddings")
+    for g, shapes in enumerate(states["param_shapes"]):
+        flat = torch.cat([o["single_partition_of_fp32_groups"][g] for o in optim])  # [all ranks' slices]
+        offset = 0
+        for j, (name, shape) in enumerate(shapes.items()):
+            n = math.prod(shape)
+            out[name] = flat[offset:offset + n].view(tuple(shape)).clone()
+            offset += n + (paddings[g][j] if paddings else 0)
+        if offset > flat.numel():
+            raise InputError(f"{files[0]}: parameter group {g} needs {offset} values, the optimizer states hold "
+                             f"{flat.numel()}; the checkpoint is corrupt, use an earlier one")
+    for name, source in (states.get("shared_params") or {}).items():
+        if source in out:
+            out[name] = out[source]
+    missing = sorted(set(module) - set(out))
+    if missing:
+        raise InputError(f"{tag_dir}: no fp32 master weights for {missing[:5]}; the checkpoint is not one "
+                         "this version of tinydnabert wrote")
+    return {k.removeprefix(OBJECTIVE_PREFIX): out[k] for k in module}
+
+
+class _Opaque:
+    """Stand-in for a DeepSpeed object in an optimizer-state file that the export never uses: it keeps the
+    object's pickled state as data, so loading runs no DeepSpeed code."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _Fragment(_Opaque):
+    pass
+
+
+# What DeepSpeed 0.19's ZeRO optimizer files pickle besides tensors and containers, by pickled name.
+_DEEPSPEED_STAND_INS = [(_Opaque, "deepspeed.runtime.fp16.loss_scaler.LossScaler"),
+                        (_Fragment, "deepspeed.utils.tensor_fragment.fragment_address"),
+                        (int, "deepspeed.runtime.zero.config.ZeroStageEnum")]
+
+
+def _load_plain(path: Path, stand_ins: list | None = None) -> Any:
     try:
-        states = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(stand_ins or []):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is not what we wrote
         raise InputError(f"{path}: cannot be read as plain tensors ({type(e).__name__}: {e}); "
                          "it is corrupt or not a tinydnabert checkpoint") from e
+
+
+def _load_model_states(tag_dir: Path) -> dict[str, Any]:
+    path = tag_dir / MODEL_STATES
+    if not path.is_file():
+        raise InputError(f"{path}: missing; {tag_dir} is not a complete DeepSpeed checkpoint")
+    states = _load_plain(path)
     module = states.get("module") if isinstance(states, dict) else None
     if not isinstance(module, dict):
         raise InputError(f"{path}: no 'module' weights in the DeepSpeed model states")
-    return {k.removeprefix(OBJECTIVE_PREFIX): v.float() for k, v in module.items()}
+    return states

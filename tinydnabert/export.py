@@ -8,8 +8,9 @@ OUT holds model.safetensors (fp32), config.json (RobertaForMaskedLM, SDPA) and t
     AutoModelForMaskedLM.from_pretrained(OUT); AutoTokenizer.from_pretrained(OUT)
 
 gives the model the engine trained. The weights are the module weights DeepSpeed saved in
-mp_rank_00_model_states.pt (with ZeRO-1 every rank holds the full module; the bf16 module of a GPU run
-is upcast exactly to fp32). The file is read with torch.load(weights_only=True): tensors and plain
+mp_rank_00_model_states.pt for an fp32 run (with ZeRO-1 every rank holds the full module), and the fp32
+master weights from the optimizer states for a bf16 run (its module holds only a rounded bf16 copy;
+checkpoint.load_fp32_weights). The files are read with torch.load(weights_only=True): tensors and plain
 containers only, never arbitrary pickled code, so a checkpoint from elsewhere cannot run anything.
 """
 
@@ -34,7 +35,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, overwrite
     except TypeError as e:
         raise InputError(f"{ckpt / checkpoint.MARKER}: model_config is not a tinydnabert model config ({e}); "
                          "export an earlier complete checkpoint") from e
-    state = checkpoint.load_module_state(ckpt)
+    state = checkpoint.load_fp32_weights(ckpt)  # a bf16 run: its fp32 masters, not the rounded module
     model = build_model(model_cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     # The decoder weight is tied to the word embeddings; DeepSpeed may save it under both names or one.

@@ -150,28 +150,56 @@ class MaskedLMObjective(nn.Module):
       -> (loss: mean cross-entropy over masked tokens, n_correct, n_masked) — the last two as 0-dim
          tensors so callers can sum them without a device sync.
     The wrapped `net` is a plain RobertaForMaskedLM; exporting it needs nothing from this class.
+
+    Where the LM head runs (the head is ~4 % of the reference model's FLOPs, but its fp32 logits are
+    B*L*V*4 bytes = 256 MiB per 128 x 512 micro-batch at V = 1024, written and read again by the loss):
+      * masked_per_row = N > 0: on exactly N positions of every row, the row's masked ones first (a
+        fixed-size top-k, no sync, the same shapes every step). Exact while no row has more than N masked
+        tokens, which the data pipeline guarantees with the same N (DataConfig.masked_per_row);
+      * else select_masked (None = on CPU only): on the masked rows found by nonzero() — free on a CPU,
+        a host-device sync per micro-step on an accelerator;
+      * else on every position.
     """
 
-    def __init__(self, net: nn.Module, select_masked: bool | None = None):
+    def __init__(self, net: nn.Module, select_masked: bool | None = None, masked_per_row: int = 0):
         super().__init__()
         self.net = net
         self.select_masked = select_masked  # None: on CPU only (see forward)
+        if masked_per_row < 0:
+            raise InputError(f"masked_per_row {masked_per_row}: must be >= 0 (0 = off)")
+        self.masked_per_row = masked_per_row
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden = self.net.roberta(input_ids=input_ids, attention_mask=attention_mask)[0]  # [B, L, H]
-        hidden = hidden.reshape(-1, hidden.shape[-1])                                   # [B*L, H]
-        target = labels.reshape(-1)                                                      # [B*L]
-        select = hidden.device.type == "cpu" if self.select_masked is None else self.select_masked
-        if select:
-            # Head on the masked rows only: nonzero() is free on CPU (no device to sync with) and
-            # skips ~85 % of the head's work (24 % of a 2-layer 64-wide model's FLOPs, ~4 % of the reference).
-            idx = (target != IGNORE_INDEX).nonzero(as_tuple=True)[0]                             # [N]
-            hidden, target = hidden.index_select(0, idx), target.index_select(0, idx)
-        # On an accelerator the head runs on every position: selecting rows would need nonzero(), a
-        # host-device sync every micro-step, which costs more than the head's ~4 % of the FLOPs.
-        logits = self.net.lm_head(hidden)                                                # [N or B*L, V]
+        if self.masked_per_row:
+            hidden, target = select_fixed(hidden, labels, self.masked_per_row)            # [B*N, H], [B*N]
+        else:
+            hidden = hidden.reshape(-1, hidden.shape[-1])                               # [B*L, H]
+            target = labels.reshape(-1)                                                  # [B*L]
+            select = hidden.device.type == "cpu" if self.select_masked is None else self.select_masked
+            if select:
+                # Head on the masked rows only: nonzero() is free on CPU (no device to sync with) and
+                # skips ~85 % of the head's work (24 % of a 2-layer 64-wide model's FLOPs, ~4 % of the
+                # reference).
+                idx = (target != IGNORE_INDEX).nonzero(as_tuple=True)[0]                         # [M]
+                hidden, target = hidden.index_select(0, idx), target.index_select(0, idx)
+        logits = self.net.lm_head(hidden)                                                # [rows, V]
         loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
         valid = target != IGNORE_INDEX
         n_correct = ((logits.argmax(-1) == target) & valid).sum()
         return loss, n_correct, valid.sum()
+
+
+def select_fixed(hidden: torch.Tensor, labels: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """N positions of every row, masked ones first, by a fixed-size top-k (no host-device sync):
+    (hidden [B*N, H], target [B*N]); a picked unmasked position keeps its -100 label, so the loss
+    ignores it. Among equals the leftmost position wins, so the choice is deterministic."""
+    b, length, h = hidden.shape
+    n = min(n, length)
+    pos = torch.arange(length, device=labels.device)
+    # Unique keys: every masked position (key >= L) above every unmasked one, leftmost first within each.
+    key = (labels != IGNORE_INDEX).to(torch.int32) * length + (length - 1 - pos).to(torch.int32)      # [B, L]
+    idx = key.topk(n, dim=1, sorted=False).indices                                                 # [B, N]
+    picked = hidden.gather(1, idx.unsqueeze(-1).expand(b, n, h))                                   # [B, N, H]
+    return picked.reshape(b * n, h), labels.gather(1, idx).reshape(b * n)

@@ -166,7 +166,8 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
     # Same initial weights on every rank (DeepSpeed also broadcasts rank 0's), then a per-rank stream
     # for dropout so that ranks do not drop the same units.
     torch.manual_seed(cfg.seed)
-    objective = MaskedLMObjective(build_model(model_cfg))
+    # masked_per_row > 0: the head on a fixed N positions per row (no sync); the data caps rows at N.
+    objective = MaskedLMObjective(build_model(model_cfg), masked_per_row=data_cfg.masked_per_row)
     deepspeed.init_distributed()
     engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.parameters(), config=ds)
     if cfg.compile:

@@ -165,6 +165,22 @@ def test_masking_rates_and_specials():
     assert ids.dtype == labels.dtype == rows.dtype
 
 
+def test_masked_per_row_caps_each_row_and_leaves_other_rows_alone():
+    rng = np.random.default_rng(0)
+    rows = rng.integers(NUM_SPECIAL, 1024, size=(400, 512))
+    free = mask_tokens(rows, np.random.default_rng(1), 1024, DataConfig())[1] != IGNORE_INDEX
+    # 0.15 x 512 = 77 chosen per row on average (sd 8): a cap of 70 binds on most rows, one of 128 on none
+    capped = mask_tokens(rows, np.random.default_rng(1), 1024, DataConfig(masked_per_row=70))[1] != IGNORE_INDEX
+    per_row = capped.sum(1)
+    assert per_row.max() == 70 and (free.sum(1) > 70).any()
+    assert (capped <= free).all()  # the cap only un-chooses tokens, the first 70 of a row stay
+    assert np.array_equal(capped, free & (np.cumsum(free, axis=1) <= 70))
+    loose = mask_tokens(rows, np.random.default_rng(1), 1024, DataConfig(masked_per_row=128))
+    assert np.array_equal(loose[1] != IGNORE_INDEX, free) and free.sum(1).max() < 128
+    with pytest.raises(InputError, match="masked-per-row"):
+        DataConfig(seq_len=64, masked_per_row=65)
+
+
 # --------------------------------------------------------------------------- train stream
 
 @pytest.mark.parametrize("mix", [1, 3])

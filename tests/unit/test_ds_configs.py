@@ -45,6 +45,10 @@ def test_config_is_the_reference_recipe(path):
     assert not raw["tensorboard"].get("output_path"), "the run directory decides where events go"
     precision = "bf16" if ds.bfloat16_config.enabled else "fp16" if ds.float16_config.enabled else "fp32"
     assert precision == EXPECTED_PRECISION[path.name]
+    # no host-device sync per micro-step (tests/unit/test_syncs.py): DeepSpeed's throughput timer
+    # synchronizes the device at every forward and step; bf16's overflow check reads a flag every step
+    assert not ds.timers_config.enabled
+    assert not (ds.bfloat16_config.enabled and ds.bfloat16_config.check_grad_overflow)
     # the micro batch must leave whole accumulation steps on 1, 2 and 4 ranks
     for world in (1, 2, 4):
         tbs, micro, gas = check_batch_sizes(raw, world)

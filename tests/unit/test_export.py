@@ -124,3 +124,31 @@ def test_corrupt_marker_is_named(tmp_path, checkpoint):
     with pytest.raises(InputError, match=r"tinydnabert_checkpoint.json: not a valid checkpoint marker"):
         export_checkpoint(tag, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
+
+
+def test_bf16_checkpoint_without_optimizer_states_is_named(tmp_path, checkpoint):
+    """A bf16 module is a rounded copy: the export needs the fp32 masters, and says where it looked."""
+    tag, _ = checkpoint
+    states = torch.load(tag / "mp_rank_00_model_states.pt", weights_only=True)
+    states["module"] = {k: v.bfloat16() for k, v in states["module"].items()}
+    torch.save(states, tag / "mp_rank_00_model_states.pt")
+    with pytest.raises(InputError, match=r"no DeepSpeed optimizer states \(\*zero_pp_rank_\*"):
+        export_checkpoint(tag, tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_untrusted_optimizer_states_are_not_executed(tmp_path, checkpoint):
+    tag, _ = checkpoint
+    states = torch.load(tag / "mp_rank_00_model_states.pt", weights_only=True)
+    states["module"] = {k: v.bfloat16() for k, v in states["module"].items()}
+    torch.save(states, tag / "mp_rank_00_model_states.pt")
+    marker = tmp_path / "PWNED"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"optimizer_state_dict": {"zero_stage": Evil()}}, tag / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    with pytest.raises(InputError, match="cannot be read as plain tensors"):
+        export_checkpoint(tag, tmp_path / "hf")
+    assert not marker.exists()

@@ -113,3 +113,43 @@ def test_tokenizer_without_pad_is_named():
 
     with pytest.raises(InputError, match=r"^/somewhere/tokenizer: tokenizer has no pad token"):
         ModelConfig.tiny().with_tokenizer(Tok())
+
+
+def _loss_and_grads(obj, x, labels):
+    obj.zero_grad()
+    loss, n_correct, n_masked = obj(x, labels)
+    loss.backward()
+    return loss.detach(), int(n_correct), int(n_masked), [p.grad.clone() for p in obj.parameters()]
+
+
+def test_fixed_size_selection_gives_the_full_head_loss_on_a_real_batch(hg38_shards, one_thread):
+    """The sync-free path (the head on N = 128 positions per row, chosen by top-k) against the head on all
+    512 positions, on one real micro-batch whose rows the data pipeline capped at 128 masked tokens."""
+    from tinydnabert.data import DataConfig, build_train_loader
+
+    batch = next(iter(build_train_loader(hg38_shards, DataConfig(num_workers=0, masked_per_row=128), 4)))
+    x, labels = batch["input_ids"], batch["labels"]  # [4, 512]
+    assert 50 < (labels != -100).sum(1).min() and (labels != -100).sum(1).max() <= 128
+    torch.manual_seed(0)
+    net = build_model(ModelConfig.tiny(vocab_size=256)).eval()  # eval: no dropout, so both runs see one net
+    full = _loss_and_grads(MaskedLMObjective(net, select_masked=False), x, labels)
+    fixed = _loss_and_grads(MaskedLMObjective(net, masked_per_row=128), x, labels)
+    picked = _loss_and_grads(MaskedLMObjective(net, select_masked=True), x, labels)
+    for other in (fixed, picked):
+        assert torch.allclose(other[0], full[0], rtol=1e-6, atol=1e-6)
+        assert other[1:3] == full[1:3]
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(other[3], full[3]))
+    # too small an N drops masked tokens: the comparison above can fail
+    short = _loss_and_grads(MaskedLMObjective(net, masked_per_row=32), x, labels)
+    assert short[2] == 4 * 32 < full[2]
+
+
+def test_fixed_size_selection_takes_masked_positions_first_leftmost_first():
+    from tinydnabert.model import select_fixed
+
+    hidden = torch.arange(2 * 6, dtype=torch.float32).reshape(2, 6, 1)  # value = row * 6 + position
+    labels = torch.tensor([[-100, 7, -100, 8, -100, -100], [9, 9, 9, 9, 9, 9]])
+    h, t = select_fixed(hidden, labels, 3)
+    got = sorted(zip(h.reshape(2, 3)[0].tolist(), t.reshape(2, 3)[0].tolist()))
+    assert got == [(0.0, -100), (1.0, 7), (3.0, 8)]  # both masked, then the leftmost unmasked
+    assert sorted(h.reshape(2, 3)[1].tolist()) == [6.0, 7.0, 8.0]  # all masked: the first three
