@@ -57,6 +57,48 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, overwrite
     return Path(out_dir)
 
 
+# ModelConfig fields an --init-from directory must match, and the flag that sets each.
+_SHAPE = {"vocab_size": None, "hidden_size": "--hidden-size", "num_hidden_layers": "--num-hidden-layers",
+          "num_attention_heads": "--num-attention-heads", "intermediate_size": "--intermediate-size",
+          "max_position_embeddings": "--max-position-embeddings"}
+
+
+def load_init_weights(model_dir: str | Path, model_cfg: ModelConfig, tokenizer) -> tuple[dict, dict]:
+    """(state dict, provenance) of an HF masked-LM directory to start pretraining from (--init-from): an export
+    of ours or any RobertaForMaskedLM of the same shape whose tokenizer is the shards' tokenizer.
+
+    The vocabulary is compared token by token, not the tokenizer.json bytes: a directory saved elsewhere
+    serialises the same BPE differently, and what must agree is which id means which token."""
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+
+    from .common import sha256_file
+
+    d = Path(model_dir)
+    if not (d / "config.json").is_file():
+        raise InputError(f"--init-from {d}: no config.json; pass an export directory (RUN/export, or "
+                         "`tinydnabert export RUN OUT`) or a Hugging Face RoBERTa masked-LM directory")
+    try:
+        hf_cfg = AutoConfig.from_pretrained(str(d))
+        theirs = AutoTokenizer.from_pretrained(str(d))
+    except Exception as e:  # noqa: BLE001 - any load failure: the directory is not what we expect
+        raise InputError(f"--init-from {d}: cannot load its config or tokenizer ({type(e).__name__}: {e})") from e
+    if hf_cfg.model_type != "roberta":
+        raise InputError(f"--init-from {d}: a {hf_cfg.model_type!r} model; tinydnabert pretrains RoBERTa")
+    if theirs.get_vocab() != tokenizer.get_vocab():
+        diff = len(set(theirs.get_vocab().items()) ^ set(tokenizer.get_vocab().items()))
+        raise InputError(f"--init-from {d}: its tokenizer is not the shards' tokenizer ({diff} vocabulary entries "
+                         "differ); preprocess the genome with that tokenizer (`tinydnabert preprocess --tokenizer "
+                         f"{d}`) so ids mean the same tokens")
+    wrong = {k: (getattr(hf_cfg, k), getattr(model_cfg, k)) for k in _SHAPE
+             if getattr(hf_cfg, k) != getattr(model_cfg, k)}
+    if wrong:
+        flags = " ".join(f"{_SHAPE[k]} {v[0]}" for k, v in wrong.items() if _SHAPE[k])
+        raise InputError(f"--init-from {d}: shape {wrong} (theirs, this launch's) differs; launch with {flags}")
+    net = AutoModelForMaskedLM.from_pretrained(str(d))
+    weights = sorted(p for p in d.iterdir() if p.suffix in (".safetensors", ".bin"))
+    return net.state_dict(), {"path": str(d.resolve()), "files": {p.name: sha256_file(p) for p in weights}}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="run directory, its checkpoints/ directory, or one checkpoint "
                                            "(RUN/checkpoints/stepNNNNNNNN)")

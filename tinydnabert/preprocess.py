@@ -45,7 +45,7 @@ from .formats import (
 )
 from .segment import Segments, segment_record, segment_text
 from .shards import ShardSample, split_summary, write_shard
-from .tokenizer import load_raw_tokenizer, save_tokenizer, train_tokenizer
+from .tokenizer import load_existing, load_raw_tokenizer, save_tokenizer, train_tokenizer
 
 
 @dataclass
@@ -88,6 +88,9 @@ class PreprocessConfig:
         "help": "at least this many shards per split (if it has that many samples), so every rank x "
                 "dataloader worker gets shards"})
     seed: int = field(default=0, metadata={"help": "seed for segmentation, strands, split and tokenizer sample"})
+    tokenizer: str = field(default="", metadata={
+        "help": "shard with this existing tokenizer instead of training one (a tokenizer dir, a preprocess output "
+                "or an export): genomes meant to be mixed, or continued pretraining of a model, share its ids"})
     workers: int = field(default=0, metadata={"help": "worker processes for tokenizing and sharding; 0 = all cores"})
     progress: bool = field(default=True, metadata={"help": "show progress bars (stderr)"})
 
@@ -346,7 +349,8 @@ def write_shards(cfg: PreprocessConfig, selector: RecordSelector, sc: Scan, out:
 def resolve(cfg: PreprocessConfig) -> PreprocessConfig:
     """The config as run: worker count resolved, input paths absolute."""
     workers = cfg.workers or os.cpu_count() or 1
-    return dataclasses.replace(cfg, workers=workers, fasta=[str(Path(p).resolve()) for p in cfg.fasta])
+    return dataclasses.replace(cfg, workers=workers, fasta=[str(Path(p).resolve()) for p in cfg.fasta],
+                               tokenizer=str(Path(cfg.tokenizer).resolve()) if cfg.tokenizer else "")
 
 
 def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
@@ -363,8 +367,15 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
         texts = [e[3] for e in sample]
         sc.sample = []
         alphabet = "ACGTacgt" if cfg.keep_case else "ACGT"
-        tok = train_tokenizer(texts, cfg.vocab_size, cfg.min_frequency, alphabet=alphabet, length=len(texts),
-                              show_progress=cfg.progress)
+        if cfg.tokenizer:  # the shards of another genome, or of a model to continue: the same ids
+            tok = load_existing(cfg.tokenizer)
+            missing = [c for c in alphabet if tok.token_to_id(c) is None]
+            if missing:
+                raise InputError(f"--tokenizer {cfg.tokenizer}: has no token for {missing} "
+                                 f"({'drop --keep-case' if cfg.keep_case else 'not a DNA tokenizer'})")
+        else:
+            tok = train_tokenizer(texts, cfg.vocab_size, cfg.min_frequency, alphabet=alphabet, length=len(texts),
+                                  show_progress=cfg.progress)
         tok_dir = save_tokenizer(tok, tmp / TOKENIZER_DIR, cfg.model_max_length)
         sample_segments, sample_bases = len(texts), sum(map(len, texts))
         del texts, sample
@@ -383,7 +394,8 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
                 "sha256": tokenizer_fingerprint(tok_dir),
                 "vocab_size": tok.get_vocab_size(),
                 "special_tokens": {t: i for i, t in enumerate(SPECIAL_TOKENS)},
-                "trained_on": {"segments": sample_segments, "bases": sample_bases},
+                "trained_on": ({"segments": sample_segments, "bases": sample_bases} if not cfg.tokenizer
+                               else {"reused": str(Path(cfg.tokenizer).resolve())}),
             },
             "input_length": sc.input_length,
             "input_acgt_bases": sc.input_acgt_bases,

@@ -96,3 +96,30 @@ def load_raw_tokenizer(path: str | Path):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(path))
+
+
+def load_existing(path: str | Path):
+    """A tokenizer to shard with instead of training one (`preprocess --tokenizer`): the `tokenizers.Tokenizer`
+    from a tokenizer directory, a preprocess output or an export. It must be what `tinydnabert preprocess`
+    trains: a BPE model whose first ids are our special tokens, so ids mean the same in every shard made
+    with it (mixtures, continued pretraining)."""
+    p = Path(path)
+    for cand in (p / TOKENIZER_DIR / TOKENIZER_FILE, p / TOKENIZER_FILE, p):
+        if cand.is_file():
+            break
+    else:
+        raise InputError(f"--tokenizer {path}: no {TOKENIZER_FILE} there; pass a tokenizer directory, the output "
+                         "of `tinydnabert preprocess` or an export (RUN/export)")
+    try:
+        tok = load_raw_tokenizer(cand)
+        model = type(tok.model).__name__
+    except Exception as e:  # noqa: BLE001 - any parse failure: not a tokenizers file
+        raise InputError(f"{cand}: not a tokenizers JSON file ({type(e).__name__}: {e})") from e
+    if model != "BPE":
+        raise InputError(f"{cand}: a {model} tokenizer; tinydnabert shards need a BPE tokenizer made by "
+                         "`tinydnabert preprocess` (or one with the same special tokens)")
+    ids = [tok.token_to_id(t) for t in SPECIAL_TOKENS]
+    if ids != list(range(len(SPECIAL_TOKENS))):
+        raise InputError(f"{cand}: special tokens {dict(zip(SPECIAL_TOKENS, ids))}, expected "
+                         f"{ {t: i for i, t in enumerate(SPECIAL_TOKENS)} } (RoBERTa's, in that order)")
+    return tok

@@ -54,6 +54,9 @@ class PretrainConfig:
                 "fp32 matmul rate on CPU"})
     export: bool = field(default=True, metadata={"help": "write RUN/export (plain HF directory) at the end"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model through the engine (GPU)"})
+    init_from: str = field(default="", metadata={
+        "help": "continued pretraining: start from this export's weights (ours, or an HF RoBERTa masked-LM of the "
+                "same shape whose tokenizer is the shards'); the LR schedule and data start from step 0"})
     resume: str = field(default="", metadata={"help": "checkpoint to resume", "cli": False})
 
     def __post_init__(self) -> None:
@@ -168,6 +171,13 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
     torch.manual_seed(cfg.seed)
     # masked_per_row > 0: the head on a fixed N positions per row (no sync); the data caps rows at N.
     objective = MaskedLMObjective(build_model(model_cfg), masked_per_row=data_cfg.masked_per_row)
+    init = None
+    if cfg.init_from and resume_from is None:  # a resumed run has its own weights in the checkpoint
+        from .export import load_init_weights
+
+        state, init = load_init_weights(cfg.init_from, model_cfg, load_tokenizer(tokenizer_dir))
+        objective.net.load_state_dict(state)  # every rank loads the same file: identical weights
+        print0(f"initialised from {init['path']} ({', '.join(init['files'])})")
     deepspeed.init_distributed()
     engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.parameters(), config=ds)
     if cfg.compile:
@@ -182,7 +192,8 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
         raise InputError(f"--max-steps {max_steps} is past the LR schedule's end ({ds_path}: scheduler "
                          f"total_num_steps {total_sched}, where the learning rate reaches 0); raise "
                          "total_num_steps in the JSON instead")
-    configs = {"pretrain": config_to_dict(cfg), "model": config_to_dict(model_cfg), "data": config_to_dict(data_cfg)}
+    configs = {"pretrain": config_to_dict(cfg), "model": config_to_dict(model_cfg), "data": config_to_dict(data_cfg),
+               **({"init_from": init} if init else {})}  # where the weights started: path + sha256 per file
     resolved_ds = {**ds, "train_batch_size": engine.train_batch_size(),
                    "train_micro_batch_size_per_gpu": engine.train_micro_batch_size_per_gpu(),
                    "gradient_accumulation_steps": engine.gradient_accumulation_steps()}
