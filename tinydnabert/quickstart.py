@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shlex
 import shutil
@@ -70,7 +71,9 @@ class Preset:
     eval_interval: int
     log_interval: int
     val_batches: int               # validation micro-batches per evaluation (0 = all of DIR/val)
-    # fine-tune (benchmarks/nt_benchmark.py: pretrained and scratch, same protocol)
+    # evaluate (`tinydnabert benchmark`: pretrained and scratch, the same seeds, paired intervals)
+    protocol: str                  # finetune | probe | both
+    seeds: int
     finetune_steps: int
     finetune_batch: int
     finetune_max_train: int        # rows of each task's train split used (0 = all)
@@ -87,7 +90,7 @@ PRESETS: dict[str, Preset] = {
         name="smoke", vocab_size=256, min_frequency=2, samples_per_shard=256, val_fraction=0.02,
         ds_base="zero1-cpu-fp32.json", train_batch=8, micro_batch=8, peak_lr=1e-3, seq_len=256,
         model=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
-        pretrain_steps=30, eval_interval=15, log_interval=5, val_batches=4,
+        pretrain_steps=30, eval_interval=15, log_interval=5, val_batches=4, protocol="both", seeds=2,
         finetune_steps=20, finetune_batch=16, finetune_max_train=512, finetune_lr=1e-3,
         tasks="gue/prom_300_tata,gue/H3",
         budgets=dict(genome=1, preprocess=5, pretrain=30, export=8, finetune=50, report=8)),
@@ -101,7 +104,7 @@ PRESETS: dict[str, Preset] = {
         name="cpu", vocab_size=1024, min_frequency=4, samples_per_shard=2048, val_fraction=0.01,
         ds_base="zero1-cpu-fp32.json", train_batch=16, micro_batch=16, peak_lr=1e-3, seq_len=256,
         model=dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512),
-        pretrain_steps=150, eval_interval=50, log_interval=10, val_batches=8,
+        pretrain_steps=150, eval_interval=50, log_interval=10, val_batches=8, protocol="both", seeds=3,
         finetune_steps=150, finetune_batch=32, finetune_max_train=8000, finetune_lr=1e-3,
         tasks="gue/prom_core_all,gue/mouse_0,gue/prom_300_tata",
         budgets=dict(genome=1, preprocess=45, pretrain=200, export=10, finetune=150, report=10)),
@@ -109,7 +112,7 @@ PRESETS: dict[str, Preset] = {
     "gpu": Preset(
         name="gpu", vocab_size=1024, min_frequency=4, samples_per_shard=4096, val_fraction=0.01,
         ds_base="zero1.json", train_batch=128, micro_batch=32, peak_lr=1e-4, seq_len=512,
-        model={}, pretrain_steps=2000, eval_interval=500, log_interval=50, val_batches=0,
+        model={}, pretrain_steps=2000, eval_interval=500, log_interval=50, val_batches=0, protocol="both", seeds=3,
         finetune_steps=1000, finetune_batch=64, finetune_max_train=0, finetune_lr=1e-4,
         tasks="gue/prom_300_tata,gue/H3",
         budgets=dict(genome=1, preprocess=40, pretrain=600, export=10, finetune=300, report=10)),
@@ -276,6 +279,26 @@ class StageRunner:
         return "\n".join(rows)
 
 
+def curve_summary(path: Path) -> str:
+    """One sentence from the recorded budget curve (benchmarks/pretrain_scaling.py): the smallest pretraining
+    budget at which the probe gain's interval is above 0 on at least 2 tasks, and what it cost there."""
+    if not path.is_file():
+        return f"(no recorded budget curve at {rel(path)}: run benchmarks/pretrain_scaling.py to see how much " \
+               "pretraining a clear gain takes)"
+    res = json.loads(path.read_text())
+    rows = [r for r in res["rows"] if r["protocol"] == "probe"]
+    tasks = sorted({r["task"] for r in rows})
+    for tokens in sorted({r["tokens"] for r in rows}):
+        ahead = [r["task"] for r in rows if r["tokens"] == tokens and r["paired"]["low"] > 0]
+        if len(ahead) >= min(2, len(tasks)):
+            return (f"The recorded budget curve ({rel(path)}, {res['setup']['layers']}x{res['setup']['hidden']} on "
+                    f"chr20): the probe gain over scratch is above 0 with 95% confidence on {len(ahead)} of "
+                    f"{len(tasks)} tasks from {tokens / 1e6:.1f}M pretraining tokens.")
+    top = max(r["tokens"] for r in rows) if rows else 0
+    return (f"The recorded budget curve ({rel(path)}): up to {top / 1e6:.1f}M pretraining tokens the probe gain is not "
+            f"clearly above 0 on 2 of {len(tasks)} tasks; a clear gain needs more pretraining than that.")
+
+
 class StageFailed(RuntimeError):
     pass
 
@@ -421,7 +444,7 @@ class Quickstart:
                 "--steps", str(p.finetune_steps), "--batch-size", str(p.finetune_batch),
                 "--warmup-steps", str(max(1, p.finetune_steps // 10)),
                 "--eval-every", str(max(1, p.finetune_steps // 2)), "--log-every", str(max(1, p.finetune_steps // 4)),
-                "--max-train-samples", str(p.finetune_max_train),
+                "--max-train-samples", str(p.finetune_max_train), "--protocol", p.protocol, "--seeds", str(p.seeds),
                 "--seed", str(self.cfg.seed), "--out", rel(self.results)]
 
     # -- report --------------------------------------------------------------------------
@@ -436,6 +459,7 @@ class Quickstart:
             self.log(f"fine-tuning chart: {dst}")
         for p in sorted(self.results.glob("*.md")):
             self.log(f"\nresults ({p}):\n{p.read_text()}")
+        self.log(curve_summary(REPO / "benchmarks" / "results" / "pretrain_scaling.json"))
         self.log(f"look at the run interactively:\n  {tensorboard_command(self.run_dir)}")
 
     # -- plan ----------------------------------------------------------------------------

@@ -222,15 +222,18 @@ def test_smoke_quickstart_end_to_end(tmp_path, real_data):
     assert scalars["val/loss"][0] == [15, 30]
     assert "perf/tokens_per_sec" in scalars and "train/lr" in scalars
 
-    # Results table: both tasks, pretrained and scratch, real MCCs.
+    # Results table: both tasks under both protocols, pretrained and scratch paired by seed, real MCCs.
     res = json.loads((out / "finetune" / "nt_benchmark.json").read_text())
-    by_task = {t["task"]: t for t in res["tasks"]}
-    assert set(by_task) == {"gue/prom_300_tata", "gue/H3"}
-    for t in by_task.values():
+    rows = {(t["task"], t["protocol"]): t for t in res["tasks"]}
+    assert set(rows) == {(task, p) for task in ("gue/prom_300_tata", "gue/H3") for p in ("finetune", "probe")}
+    for t in rows.values():
         assert t["status"] == "done" and -1 <= t["scratch_mcc"] <= 1 and -1 <= t["ours_mcc"] <= 1
         assert t["counts"]["test"] in (613, 1497)  # the real test splits, whole
+        assert len(t["ours_seeds"]) == 2 and t["verdict"]
     table = (out / "finetune" / "nt_benchmark.md").read_text()
-    assert "| gue/prom_300_tata |" in table and "| gue/H3 |" in table and table in proc.stdout
+    assert "| gue/prom_300_tata | probe |" in table and "| gue/H3 | finetune |" in table and table in proc.stdout
+    assert "With paired 95% intervals over 2 seed(s)" in table
+    assert "budget curve" in proc.stdout  # the report says how much pretraining a clear gain takes (or how to find out)
 
     # Figures.
     _png_ok(out / "figures" / "training.png", 1000, 800)
