@@ -1,0 +1,207 @@
+"""Faults injected on real files: every one is detected with a clear message and exit status 2, none is
+silent, nothing is left half-written.
+
+    shards     a flipped bit in a token id, a flipped bit in the origin JSON, a zeroed 512-byte block
+               mid-shard, a shard swapped with another of the same size, an id past the vocabulary
+               (with the checksums gone, as in an older manifest), a flipped bit under the 2-rank launcher
+
+The session fixture `hg38_shards` (real shards of a 2.3 Mbp hg38 slice) is copied before it is corrupted.
+Pretraining runs are launcher-less (`python launch/pretrain.py`, world size 1) and tiny, except the one
+whose point is the launcher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from test_pretrain import MODEL_FLAGS, free_port, launch, tiny_ds_config  # tests/integration is on sys.path
+
+from tinydnabert import cli, formats
+from tinydnabert.common import InputError
+from tinydnabert.data import DataConfig, build_train_loader, reader_shards
+
+REPO = Path(__file__).resolve().parents[2]
+HG38 = "hg38_chr2_1-2333275.fa.gz"
+CHR20 = "grch37_chr20.fa.gz"
+RUN_FLAGS = MODEL_FLAGS + ["--seq-len", "128", "--num-workers", "1", "--val-batches", "2", "--log-interval", "5",
+                           "--eval-interval", "10", "--save-interval", "10", "--keep-checkpoints", "2"]
+SMALL_PREPROCESS = ["--vocab-size", "256", "--min-frequency", "2", "--samples-per-shard", "256",
+                    "--val-fraction", "0.05", "--no-progress"]
+
+
+def env() -> dict[str, str]:
+    """Child processes import this checkout's tinydnabert, one thread each (2 shared cores)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def pretrain_cmd(ds: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / "launch" / "pretrain.py"), "--deepspeed_config", str(ds), "--data", str(data),
+            "--out", str(out), *RUN_FLAGS, *extra]
+
+
+def start(cmd: list[str], log: Path) -> subprocess.Popen:
+    env_ = {k: v for k, v in env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env_, cwd=log.parent,
+                            start_new_session=True)  # own process group: signals reach its workers too
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout: float = 240) -> str:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"hung:\n{log.read_text()[-3000:]}")
+    return log.read_text()
+
+
+def wait_for(cond, proc: subprocess.Popen, log: Path, what: str, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        if proc.poll() is not None or time.time() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"never {what}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def shards(tmp_path, hg38_shards) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(hg38_shards, tmp_path / "shards"))
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory) -> Path:
+    return tiny_ds_config(tmp_path_factory.mktemp("ds") / "tiny.json")
+
+
+# ------------------------------------------------------------------------------------------------ shards
+
+def members(shard: Path) -> list[tarfile.TarInfo]:
+    with tarfile.open(shard) as t:
+        return t.getmembers()
+
+
+def flip(path: Path, offset: int, bit: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 1 << bit
+    path.write_bytes(bytes(raw))
+
+
+def train_shard(data: Path, i: int = 3) -> Path:
+    return formats.shard_paths(data, "train")[i]
+
+
+def read_all(data: Path) -> None:
+    """Everything the training reader would read, through a DataLoader worker (the error travels back)."""
+    loader = build_train_loader(data, DataConfig(seq_len=128, num_workers=1, shuffle=False), micro_batch_size=4)
+    rows = sum(s.samples for s in loader.split.shards)  # more batches than one epoch holds
+    for _, _ in zip(range(rows), loader):
+        pass
+
+
+def _flip_token_id(data: Path) -> tuple[Path, str]:
+    shard = train_shard(data)
+    ids = next(m for m in members(shard) if m.name.endswith(".ids.u16"))
+    flip(shard, ids.offset_data + 20, 0)  # lowest bit of the 11th id: another id inside the vocabulary
+    return shard, "sha256 [0-9a-f]{12}\\.\\.\\. differs from the manifest"
+
+
+def _flip_origin_json(data: Path) -> tuple[Path, str]:
+    shard = train_shard(data)
+    meta = next(m for m in members(shard) if m.name.endswith(".json"))
+    raw = shard.read_bytes()[meta.offset_data: meta.offset_data + meta.size]
+    flip(shard, meta.offset_data + raw.index(b'"start":') + 8, 0)  # a digit of "start" -> another digit
+    return shard, "sha256 [0-9a-f]{12}\\.\\.\\. differs from the manifest"
+
+
+def _zero_block(data: Path) -> tuple[Path, str]:
+    shard = train_shard(data)
+    raw = bytearray(shard.read_bytes())
+    mid = len(raw) // 2 // 512 * 512
+    raw[mid: mid + 512] = bytes(512)
+    shard.write_bytes(bytes(raw))
+    return shard, "sha256 [0-9a-f]{12}\\.\\.\\. differs from the manifest"
+
+
+def _swap_same_size(data: Path) -> tuple[Path, str]:
+    paths = formats.shard_paths(data, "train")
+    a, b = next((a, b) for a in paths for b in paths if a < b and a.stat().st_size == b.stat().st_size)
+    raw_a = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(raw_a)
+    return a, "sha256 [0-9a-f]{12}\\.\\.\\. differs from the manifest"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fault", [_flip_token_id, _flip_origin_json, _zero_block, _swap_same_size],
+                         ids=["token-id-bit", "origin-json-bit", "zeroed-block", "swapped-shard"])
+def test_corrupt_shard_is_named_by_the_reader(shards, fault):
+    import re
+
+    from tinydnabert.shards import read_shard
+
+    pristine = {p.name: read_shard(p) for p in formats.shard_paths(shards, "train")}
+    shard, message = fault(shards)
+    # Without the checksum each of these would be read as data: the tar still parses (its headers are
+    # intact) and every id is a valid one -- silently different training data.
+    try:
+        after = read_shard(shard)
+        assert [s.key for s in after] != [s.key for s in pristine[shard.name]] or any(
+            (a.ids != b.ids).any() or a.meta != b.meta for a, b in zip(after, pristine[shard.name]))
+    except InputError:
+        pass  # the zeroed block may hit a tar header: loud even without the checksum
+    with pytest.raises(InputError, match=f"{re.escape(str(shard))}: {message}.*re-run `tinydnabert preprocess`"):
+        read_all(shards)
+
+
+@pytest.mark.timeout(120)
+def test_id_past_the_vocabulary_names_shard_and_sample(shards):
+    """A flipped high bit (id + 32768) in a shard whose manifest entry has no checksum (an older manifest):
+    the id check names the shard and the sample, where the embedding would raise a bare IndexError."""
+    shard = train_shard(shards)
+    ids = [m for m in members(shard) if m.name.endswith(".ids.u16")][7]
+    flip(shard, ids.offset_data + 1, 7)
+    manifest = json.loads((shards / formats.MANIFEST).read_text())
+    for e in manifest["splits"]["train"]["shards"]:
+        e.pop("sha256"), e.pop("bytes")
+    (shards / formats.MANIFEST).write_text(json.dumps(manifest))
+    key = ids.name.removesuffix(".ids.u16")
+    with pytest.raises(InputError, match=f"{shard.name}: sample '{key}' holds token id 3\\d{{4}}, outside the "
+                                         "vocabulary's content ids 5..255"):
+        read_all(shards)
+
+
+@pytest.mark.timeout(300)
+def test_flipped_bit_under_the_launcher_stops_every_rank(tmp_path, shards, ds):
+    """One bad shard, read only by rank 1: rank 1 exits 2 naming it, and rank 0 does not hang."""
+    n = len(formats.shard_paths(shards, "train"))
+    first_of_rank1 = reader_shards(n, 0, 0, True, rank=1, world_size=2, worker=0, num_workers=1)[0]
+    shard = formats.shard_paths(shards, "train")[first_of_rank1]
+    ids = next(m for m in members(shard) if m.name.endswith(".ids.u16"))
+    flip(shard, ids.offset_data + 2, 0)
+    proc = launch(["--num_gpus", "2", "--master_port", str(free_port())],
+                  ["--deepspeed_config", str(ds), "--data", str(shards), "--out", str(tmp_path / "run"),
+                   "--max-steps", "5", *RUN_FLAGS], tmp_path / "log.txt", tmp_path)
+    log = finish(proc, tmp_path / "log.txt", timeout=240)
+    assert proc.returncode == 2, log[-3000:]
+    assert f"error: {shard}: sha256" in log, log[-3000:]
+    assert not (tmp_path / "run" / "checkpoints" / "latest").exists()
