@@ -152,6 +152,7 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
     resume_from = None
     if cfg.resume:
         resume_from = checkpoint.resolve(ckpt_root if cfg.resume == "latest" else cfg.resume)
+        checkpoint.check(resume_from)  # every file as saved, on every rank, before any process group
     elif checkpoint.has_checkpoints(ckpt_root):
         raise InputError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
                          "or choose a new --out")

@@ -4,6 +4,7 @@ silent, nothing is left half-written.
     shards     a flipped bit in a token id, a flipped bit in the origin JSON, a zeroed 512-byte block
                mid-shard, a shard swapped with another of the same size, an id past the vocabulary
                (with the checksums gone, as in an older manifest), a flipped bit under the 2-rank launcher
+    checkpoint a truncated file: refused by resume and export
 
 The session fixture `hg38_shards` (real shards of a 2.3 Mbp hg38 slice) is copied before it is corrupted.
 Pretraining runs are launcher-less (`python launch/pretrain.py`, world size 1) and tiny, except the one
@@ -205,3 +206,51 @@ def test_flipped_bit_under_the_launcher_stops_every_rank(tmp_path, shards, ds):
     assert proc.returncode == 2, log[-3000:]
     assert f"error: {shard}: sha256" in log, log[-3000:]
     assert not (tmp_path / "run" / "checkpoints" / "latest").exists()
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, hg38_shards, ds) -> Path:
+    """A run with two complete checkpoints (step 10 and step 20)."""
+    root = tmp_path_factory.mktemp("finished")
+    log = root / "log.txt"
+    # a port of its own: 29500, launch/pretrain.py's fixed default, may be taken on a shared machine
+    proc = subprocess.Popen(pretrain_cmd(ds, hg38_shards, root / "run", "--max-steps", "20"), stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env={**env(), "MASTER_PORT": str(free_port())}, cwd=root,
+                            start_new_session=True)
+    text = finish(proc, log)
+    assert proc.returncode == 0, text[-3000:]
+    return root / "run"
+
+
+@pytest.mark.timeout(300)
+def test_truncated_checkpoint_file_is_refused_naming_the_previous_one(tmp_path, finished_run, hg38_shards, ds,
+                                                                      capsys, monkeypatch):
+    import shutil
+
+    from tinydnabert import train
+
+    run = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    ckpts = run / "checkpoints"
+    bad = ckpts / "step00000020" / "mp_rank_00_model_states.pt"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    prev = ckpts / "step00000010"
+
+    rc, _, err = run_cli(capsys, "export", run, tmp_path / "export")
+    assert rc == 2
+    assert f"error: {bad}: " in err and f"use the previous complete checkpoint {prev} instead" in err
+    assert not (tmp_path / "export").exists() and not list(tmp_path.glob(".export.*"))
+
+    # resume, in this process: the check runs before any process group exists
+    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                 ("MASTER_PORT", str(free_port()))):
+        monkeypatch.setenv(k, v)
+    import argparse
+
+    rc = cli.run_stage(train, argparse.ArgumentParser(), pretrain_cmd(ds, hg38_shards, run, "--resume",
+                                                                      "--max-steps", "30")[2:])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"error: {bad}: " in err and f"use the previous complete checkpoint {prev} instead" in err
+    assert "--resume " + str(prev) in err
