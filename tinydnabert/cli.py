@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("tinydnabert.download", "fetch a reference genome (GRCh38.p14, hg38 chromosomes)"),
     "preprocess": ("tinydnabert.preprocess", "FASTA -> BPE tokenizer + WebDataset shards + manifest"),
     "export": ("tinydnabert.export", "turn a pretraining checkpoint into a plain Hugging Face directory"),
+    "verify": ("tinydnabert.verify", "check shards against their manifest (and genome), checkpoints against markers"),
     "finetune": ("tinydnabert.finetune", "fine-tune a pretrained (or scratch) model on an NT task, report MCC"),
     "benchmark": ("tinydnabert.benchmark", "pretrained vs scratch vs SOTA on many tasks: MCC table, JSON, chart"),
     "quickstart": ("tinydnabert.quickstart", "the whole pipeline in one command (`make demo`)"),

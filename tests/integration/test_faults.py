@@ -4,7 +4,7 @@ silent, nothing is left half-written.
     shards     a flipped bit in a token id, a flipped bit in the origin JSON, a zeroed 512-byte block
                mid-shard, a shard swapped with another of the same size, an id past the vocabulary
                (with the checksums gone, as in an older manifest), a flipped bit under the 2-rank launcher
-    checkpoint a truncated file: refused by resume and export
+    checkpoint a truncated file: refused by resume, export and `tinydnabert verify`
 
 The session fixture `hg38_shards` (real shards of a 2.3 Mbp hg38 slice) is copied before it is corrupted.
 Pretraining runs are launcher-less (`python launch/pretrain.py`, world size 1) and tiny, except the one
@@ -155,7 +155,7 @@ def _swap_same_size(data: Path) -> tuple[Path, str]:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("fault", [_flip_token_id, _flip_origin_json, _zero_block, _swap_same_size],
                          ids=["token-id-bit", "origin-json-bit", "zeroed-block", "swapped-shard"])
-def test_corrupt_shard_is_named_by_the_reader(shards, fault):
+def test_corrupt_shard_is_named_by_the_reader_and_by_verify(shards, fault, capsys):
     import re
 
     from tinydnabert.shards import read_shard
@@ -172,10 +172,14 @@ def test_corrupt_shard_is_named_by_the_reader(shards, fault):
         pass  # the zeroed block may hit a tar header: loud even without the checksum
     with pytest.raises(InputError, match=f"{re.escape(str(shard))}: {message}.*re-run `tinydnabert preprocess`"):
         read_all(shards)
+    rc, out, err = run_cli(capsys, "verify", shards)
+    assert rc == 2, out + err
+    assert re.search(f"^{re.escape(str(shard))}: {message}", out, re.M), out
+    assert f"error: {shards}: " in err and "problem(s)" in err
 
 
 @pytest.mark.timeout(120)
-def test_id_past_the_vocabulary_names_shard_and_sample(shards):
+def test_id_past_the_vocabulary_names_shard_and_sample(shards, capsys):
     """A flipped high bit (id + 32768) in a shard whose manifest entry has no checksum (an older manifest):
     the id check names the shard and the sample, where the embedding would raise a bare IndexError."""
     shard = train_shard(shards)
@@ -189,6 +193,10 @@ def test_id_past_the_vocabulary_names_shard_and_sample(shards):
     with pytest.raises(InputError, match=f"{shard.name}: sample '{key}' holds token id 3\\d{{4}}, outside the "
                                          "vocabulary's content ids 5..255"):
         read_all(shards)
+    rc, out, err = run_cli(capsys, "verify", shards)
+    assert rc == 2
+    assert f"{shard}: sample '{key}' holds token id 3" in out
+    assert "records no size / sha256 for 16 train shards" in out  # an unverifiable manifest is said, too
 
 
 @pytest.mark.timeout(300)
@@ -206,6 +214,19 @@ def test_flipped_bit_under_the_launcher_stops_every_rank(tmp_path, shards, ds):
     assert proc.returncode == 2, log[-3000:]
     assert f"error: {shard}: sha256" in log, log[-3000:]
     assert not (tmp_path / "run" / "checkpoints" / "latest").exists()
+
+
+def test_shards_verify_clean_and_against_the_genome(hg38_shards, genome_dir, capsys):
+    rc, out, err = run_cli(capsys, "verify", hg38_shards, "--fasta", genome_dir / HG38)
+    assert rc == 0, out + err
+    assert out.startswith(f"ok: {hg38_shards}: 32 shards")
+    assert "every sample equal to" in out
+
+
+def test_verify_against_another_genome_names_every_shard(hg38_shards, genome_dir, capsys):
+    rc, out, err = run_cli(capsys, "verify", hg38_shards, "--fasta", genome_dir / "human_chrM.fa.gz")
+    assert rc == 2
+    assert "holds samples of record 'chr2', which is not in" in out
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -236,6 +257,9 @@ def test_truncated_checkpoint_file_is_refused_naming_the_previous_one(tmp_path, 
     bad = ckpts / "step00000020" / "mp_rank_00_model_states.pt"
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
     prev = ckpts / "step00000010"
+
+    rc, out, err = run_cli(capsys, "verify", run)
+    assert rc == 2 and f"{bad}: " in out and "truncated or replaced" in out, out + err
 
     rc, _, err = run_cli(capsys, "export", run, tmp_path / "export")
     assert rc == 2
