@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -36,25 +38,110 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def tree_bytes(path: str | os.PathLike) -> int:
+    """Bytes in the regular files under `path` (0 if it is gone)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def megabytes(n: int | None) -> str:
+    return "unknown MB" if n is None else f"{n / 1e6:,.1f} MB"
+
+
+# ------------------------------------------------------------------------------ permissions, ownership
+
+def umask() -> int:
+    """The process umask, read without changing it (Linux >= 4.7 shows it in /proc/self/status):
+    os.umask can only be read by setting it, and files other threads create in between would get it."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def hostname() -> str:
+    return socket.gethostname() or "localhost"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _stale_owner(name: str, entry: str) -> tuple[str | None, int | None] | None:
+    """(host, pid) of a temporary directory of output `name` (None, None if it does not say), or None if
+    `entry` is not one. Names: .NAME.tmp-HOST-PID-XXXXXXXX (XXXXXXXX: mkdtemp's, no '-' in it) and
+    .NAME.old-HOST-PID; host names may hold '-', so the pid is the last all-digit field before them."""
+    base = re.escape(name)
+    for pattern in (rf"^\.{base}\.tmp-(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]{{8}}$",
+                    rf"^\.{base}\.old-(?P<host>.+)-(?P<pid>\d+)$"):
+        if m := re.match(pattern, entry):
+            return m.group("host"), int(m.group("pid"))
+    if re.match(rf"^\.{base}\.(?:tmp|old)-", entry):  # made before temporary names said who made them
+        return None, None
+    return None
+
+
+def clean_stale_temps(final: Path) -> None:
+    """Remove the temporary directories of `final` that a dead process on this host left behind (a
+    SIGKILLed preprocess of GRCh38 leaves gigabytes); name, with their size, the ones that belong to a
+    live process or to another host (their owner is unknown to us, so they are left alone)."""
+    with contextlib.suppress(OSError):
+        for entry in sorted(final.parent.iterdir()):
+            owner = _stale_owner(final.name, entry.name)
+            if owner is None or not entry.is_dir() or entry.is_symlink():
+                continue
+            size = megabytes(tree_bytes(entry))
+            host, pid = owner
+            if pid is not None and host == hostname() and not _alive(pid):
+                shutil.rmtree(entry, ignore_errors=True)
+                eprint(f"note: removed {entry} ({size}), left by pid {pid}, which is no longer running")
+            elif pid is not None and host == hostname():
+                eprint(f"note: {entry} ({size}) belongs to pid {pid}, which is still running; left alone")
+            else:
+                owner = f"pid {pid} on {host}" if pid is not None else "an unknown process"
+                eprint(f"note: {entry} ({size}) was left by {owner}; remove it if no run is writing it")
+
+
+# ----------------------------------------------------------------------------------------- atomic writes
+
 @contextlib.contextmanager
 def atomic_output_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name beside `final`, rename it into place on success.
 
-    On any exception the temporary directory is removed, so a failed run leaves nothing behind.
-    An existing `final` is refused unless `overwrite` (then it is replaced only after success).
+    Temporary directories of `final` that dead processes left are removed first. On any exception
+    the temporary directory is removed, so a failed run leaves nothing behind. An existing `final`
+    is refused unless `overwrite` (then it is replaced only after success). The result gets the
+    permissions the umask gives (mkdtemp makes 0700, which other users of a shared file system could
+    not read).
     """
     final = Path(final)
     if final.exists() and not overwrite:
         raise InputError(f"{final}: output directory already exists; pass --overwrite to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    clean_stale_temps(final)
+    tag = f"{hostname()}-{os.getpid()}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{tag}-", dir=final.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~umask())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = final.with_name(f".{final.name}.old-{tag}")
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
@@ -70,6 +157,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -5,6 +5,7 @@ silent, nothing is left half-written.
                mid-shard, a shard swapped with another of the same size, an id past the vocabulary
                (with the checksums gone, as in an older manifest), a flipped bit under the 2-rank launcher
     checkpoint a truncated file: refused by resume, export and `tinydnabert verify`
+    killed     preprocess SIGKILLed: its temporary directory is removed by the next run
 
 The session fixture `hg38_shards` (real shards of a 2.3 Mbp hg38 slice) is copied before it is corrupted.
 Pretraining runs are launcher-less (`python launch/pretrain.py`, world size 1) and tiny, except the one
@@ -17,6 +18,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -227,6 +229,39 @@ def test_verify_against_another_genome_names_every_shard(hg38_shards, genome_dir
     rc, out, err = run_cli(capsys, "verify", hg38_shards, "--fasta", genome_dir / "human_chrM.fa.gz")
     assert rc == 2
     assert "holds samples of record 'chr2', which is not in" in out
+
+
+# ------------------------------------------------------------------------------- killed and concurrent
+
+def tmp_dirs(parent: Path, name: str) -> list[Path]:
+    return sorted(parent.glob(f".{name}.tmp-*"))
+
+
+@pytest.mark.timeout(180)
+def test_killed_preprocess_is_cleaned_up_by_the_next_run(tmp_path, genome_dir, capsys):
+    """A preprocess of chr20 is SIGKILLed, leaving its temporary directory; the next run removes it and
+    writes outputs with the umask's modes."""
+    out = tmp_path / "out"
+    log = tmp_path / "first.txt"
+    first = start([sys.executable, "-m", "tinydnabert.cli", "preprocess", "--fasta", str(genome_dir / CHR20),
+                   "--out", str(out), "--workers", "1", "--no-progress"], log)
+    wait_for(lambda: tmp_dirs(tmp_path, "out"), first, log, "made its temporary directory")
+
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    (stale,) = tmp_dirs(tmp_path, "out")  # what a killed run leaves (for GRCh38: gigabytes)
+
+    old_umask = os.umask(0o027)
+    try:
+        rc, _, err = run_cli(capsys, "preprocess", "--fasta", genome_dir / HG38, "--out", out, *SMALL_PREPROCESS)
+    finally:
+        os.umask(old_umask)
+    assert rc == 0, err
+    assert f"note: removed {stale} (" in err and f"left by pid {first.pid}, which is no longer running" in err
+    assert not tmp_dirs(tmp_path, "out")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750  # not mkdtemp's 0700: readable by the group
+    assert stat.S_IMODE((out / formats.MANIFEST).stat().st_mode) == 0o640  # not mkstemp's 0600
+    assert stat.S_IMODE(formats.shard_paths(out, "train")[0].stat().st_mode) == 0o640
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
