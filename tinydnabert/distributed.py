@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -18,12 +19,24 @@ LAUNCHER_VARS = ("RANK", "OMPI_COMM_WORLD_RANK")
 
 def bootstrap_env() -> None:
     """Started as `python launch/pretrain.py` (no launcher): one process. Without these variables
-    DeepSpeed would try MPI discovery and fail for want of mpi4py. A launcher's values are kept."""
+    DeepSpeed would try MPI discovery and fail for want of mpi4py. A launcher's values are kept.
+
+    The port is a free one, not a fixed 29500: a one-process run binds it for its process group's store,
+    so a second run on the same machine would die on EADDRINUSE."""
     if any(k in os.environ for k in LAUNCHER_VARS):
         return
-    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
-                 ("MASTER_PORT", "29500")):
+    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(k, v)
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(free_port())
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel picks it: bind to port 0). Another program could take
+    it in the ~second before the store binds it; among ~28k ephemeral ports, that is unlikely."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def world_size() -> int:

@@ -6,6 +6,7 @@ silent, nothing is left half-written.
                (with the checksums gone, as in an older manifest), a flipped bit under the 2-rank launcher
     checkpoint a truncated file: refused by resume, export and `tinydnabert verify`
     killed     preprocess SIGKILLed: its temporary directory is removed by the next run
+    concurrent two single-process pretraining runs on one machine (both work: free ports)
 
 The session fixture `hg38_shards` (real shards of a 2.3 Mbp hg38 slice) is copied before it is corrupted.
 Pretraining runs are launcher-less (`python launch/pretrain.py`, world size 1) and tiny, except the one
@@ -264,20 +265,39 @@ def test_killed_preprocess_is_cleaned_up_by_the_next_run(tmp_path, genome_dir, c
     assert stat.S_IMODE(formats.shard_paths(out, "train")[0].stat().st_mode) == 0o640
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
+@pytest.fixture(scope="module")
+def concurrent_runs(tmp_path_factory, hg38_shards, ds):
+    """Run A into runA, SIGSTOPped once training (it holds its port); C into runC, to its end while A is
+    stopped; then A is continued to its end."""
+    root = tmp_path_factory.mktemp("concurrent")
+    a_log, c_log = root / "a.txt", root / "c.txt"
+    a = start(pretrain_cmd(ds, hg38_shards, root / "runA", "--max-steps", "20"), a_log)
+    wait_for(lambda: "global batch" in a_log.read_text(), a, a_log, "started training")
+    os.killpg(a.pid, signal.SIGSTOP)
+    try:
+        c = start(pretrain_cmd(ds, hg38_shards, root / "runC", "--max-steps", "20"), c_log)
+        c_text = finish(c, c_log, timeout=240)
+    finally:
+        os.killpg(a.pid, signal.SIGCONT)
+    a_text = finish(a, a_log, timeout=240)
+    return {"root": root, "a": (a, a_text), "c": (c, c_text)}
+
+
+@pytest.mark.timeout(600)
+def test_two_single_process_runs_on_one_machine_both_work(concurrent_runs):
+    """A (stopped, holding its process group's port) and C ran at once: without the DeepSpeed launcher each
+    picks a free port, where a fixed 29500 made the second die on EADDRINUSE."""
+    a, a_text = concurrent_runs["a"]
+    c, c_text = concurrent_runs["c"]
+    assert c.returncode == 0, c_text[-3000:]
+    assert a.returncode == 0, a_text[-3000:]  # A, stopped while C ran, finished as if alone
+    assert "EADDRINUSE" not in c_text and "address already in use" not in c_text.lower()
+
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, hg38_shards, ds) -> Path:
+def finished_run(concurrent_runs) -> Path:
     """A run with two complete checkpoints (step 10 and step 20)."""
-    root = tmp_path_factory.mktemp("finished")
-    log = root / "log.txt"
-    # a port of its own: 29500, launch/pretrain.py's fixed default, may be taken on a shared machine
-    proc = subprocess.Popen(pretrain_cmd(ds, hg38_shards, root / "run", "--max-steps", "20"), stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env={**env(), "MASTER_PORT": str(free_port())}, cwd=root,
-                            start_new_session=True)
-    text = finish(proc, log)
-    assert proc.returncode == 0, text[-3000:]
-    return root / "run"
+    return concurrent_runs["root"] / "runC"
 
 
 @pytest.mark.timeout(300)

@@ -1,5 +1,5 @@
-"""The shared output machinery (common.py): temporary directories of dead runs, output modes. The same
-faults on real runs (SIGKILL) are in tests/integration/test_faults.py."""
+"""The shared output machinery (common.py): temporary directories of dead runs, output modes; free ports.
+The same faults on real runs (SIGKILL, two runs at once) are in tests/integration/test_faults.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from tinydnabert.common import atomic_output_dir, atomic_write_text, umask
+from tinydnabert.distributed import free_port
 
 HOST = socket.gethostname()
 REPO = Path(__file__).resolve().parents[2]
@@ -55,3 +56,9 @@ def test_outputs_get_the_umask_modes(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755  # mkdtemp alone gives 0700
     assert stat.S_IMODE((tmp_path / "out" / "g.json").stat().st_mode) == 0o644  # mkstemp alone gives 0600
+
+
+def test_free_port_is_bindable():
+    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
