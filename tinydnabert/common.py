@@ -1,8 +1,10 @@
-"""Small helpers every stage shares: errors, atomic outputs, hashing, rank-0 printing, data paths."""
+"""Small helpers every stage shares: errors, atomic outputs, output locks, hashing, rank-0 printing,
+data paths."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -11,6 +13,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -115,13 +118,82 @@ def clean_stale_temps(final: Path) -> None:
                 eprint(f"note: {entry} ({size}) was left by {owner}; remove it if no run is writing it")
 
 
+# ------------------------------------------------------------------------------------------- locking
+
+class OutputLock:
+    """An exclusive lock on an output path: flock(2) on PARENT/.NAME.lock, beside the output so that it
+    also covers an output that does not exist yet or is replaced by a rename.
+
+    The kernel drops the lock when the holder exits, SIGKILL included, so a lock is never stale (a killed
+    holder leaves only the small file, which the next run takes over). The file holds "pid host time" of
+    the holder, for the refusal message, and is removed on release: the holder unlinks it while still
+    locked, and a locker that got an unlinked file (it opened it just before) sees another inode at the
+    path and tries again. flock works across NFS clients on Linux >= 2.6.12 (as a POSIX lock), unless
+    the file system is mounted with `nolock`.
+    """
+
+    def __init__(self, out: str | os.PathLike, what: str = "output directory") -> None:
+        self.out = Path(out)
+        self.path = self.out.parent / f".{self.out.name}.lock"
+        self.fd: int | None = None
+        while self.fd is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as e:
+                raise InputError(f"{self.path}: cannot create the lock file of {self.out} ({e.strerror}); "
+                                 f"choose a {what} in a directory you can write") from e
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 256, 0).decode("utf-8", "replace").split()
+                os.close(fd)
+                who = f"pid {holder[0]} on {holder[1]}" if len(holder) >= 2 else "another process"
+                raise InputError(f"{self.out} is in use by {who}: wait for that run to end or stop it, or "
+                                 f"choose another {what}") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if not same:  # its holder removed it as we opened it: lock the file now at the path
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            os.pwrite(fd, f"{os.getpid()} {hostname()} {stamp}\n".encode(), 0)
+            self.fd, self.pid = fd, os.getpid()
+
+    def release(self) -> None:
+        # Only in the process that locked: a forked child (a DataLoader worker) shares the lock and must
+        # not remove the file while its parent still runs.
+        if self.fd is not None and os.getpid() == self.pid:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # still locked here: see the class docstring
+            os.close(self.fd)  # closing the last descriptor releases the flock
+            self.fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit `os` may already be gone
+            self.release()
+
+
 # ----------------------------------------------------------------------------------------- atomic writes
 
 @contextlib.contextmanager
 def atomic_output_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Build a directory under a temporary name beside `final`, rename it into place on success.
 
-    Temporary directories of `final` that dead processes left are removed first. On any exception
+    The output is locked for the whole build (OutputLock: a second run into it is refused at once),
+    and temporary directories of `final` that dead processes left are removed first. On any exception
     the temporary directory is removed, so a failed run leaves nothing behind. An existing `final`
     is refused unless `overwrite` (then it is replaced only after success). The result gets the
     permissions the umask gives (mkdtemp makes 0700, which other users of a shared file system could
@@ -131,22 +203,23 @@ def atomic_output_dir(final: str | os.PathLike, overwrite: bool = False) -> Iter
     if final.exists() and not overwrite:
         raise InputError(f"{final}: output directory already exists; pass --overwrite to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(final)
-    tag = f"{hostname()}-{os.getpid()}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{tag}-", dir=final.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~umask())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{tag}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    with OutputLock(final):
+        clean_stale_temps(final)
+        tag = f"{hostname()}-{os.getpid()}"
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{tag}-", dir=final.parent))
+        try:
+            yield tmp
+            os.chmod(tmp, 0o777 & ~umask())
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{tag}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -14,6 +14,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
+from .common import InputError
+
 LAUNCHER_VARS = ("RANK", "OMPI_COMM_WORLD_RANK")
 
 
@@ -37,6 +39,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def raise_on_every_rank(error: InputError | None) -> None:
+    """Every rank raises rank 0's `error` (pass None on the other ranks and when there is none): one
+    broadcast from rank 0, after the engine has set each rank's device. For what only rank 0 knows, such
+    as whether it holds the run directory's lock; rank 0 stopping alone would leave the others waiting
+    in their next collective until its timeout (30 min) or a launcher killing them (not across nodes)."""
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized() or tdist.get_world_size() == 1:
+        if error is not None:
+            raise error
+        return
+    box = [None if error is None else str(error)]
+    tdist.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        raise InputError(box[0])
 
 
 def world_size() -> int:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .common import InputError, data_dir, print0
+from .common import InputError, OutputLock, data_dir, print0
 from .config import add_dataclass_args, dataclass_from_args
 
 BASE_URL_ENV = "TINYDNABERT_DOWNLOAD_BASE_URL"
@@ -220,7 +220,6 @@ def download(name: str, cfg: DownloadConfig | None = None, log: Callable[[str], 
     url, src = resolve(name, cfg.base_url)
     out_dir = Path(cfg.out) if cfg.out else data_dir() / "genome"
     final = out_dir / src.filename
-    part = final.with_name(final.name + ".part")
 
     expected = None
     if cfg.verify and src.checksums:
@@ -235,6 +234,13 @@ def download(name: str, cfg: DownloadConfig | None = None, log: Callable[[str], 
                          f"delete it or pass --overwrite to fetch it again")
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    with OutputLock(final):  # two downloads appending to one .part file would interleave their bytes
+        return _fetch(url, src, final, expected, cfg, log)
+
+
+def _fetch(url: str, src, final: Path, expected: str | None, cfg: DownloadConfig, log: Callable[[str], None]) -> Path:
+    """The transfer, retries and checksum of `download`, under its lock."""
+    part = final.with_name(final.name + ".part")
     if cfg.overwrite and part.exists():
         part.unlink()
     log(f"downloading {url}\n        -> {final}")

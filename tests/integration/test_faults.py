@@ -6,7 +6,8 @@ silent, nothing is left half-written.
                (with the checksums gone, as in an older manifest), a flipped bit under the 2-rank launcher
     checkpoint a truncated file: refused by resume, export and `tinydnabert verify`
     killed     preprocess SIGKILLed: its temporary directory is removed by the next run
-    concurrent two single-process pretraining runs on one machine (both work: free ports)
+    concurrent two preprocess runs into one --out, two pretraining runs into one --out (refused), two
+               single-process pretraining runs on one machine (both work: free ports)
 
 The session fixture `hg38_shards` (real shards of a 2.3 Mbp hg38 slice) is copied before it is corrupted.
 Pretraining runs are launcher-less (`python launch/pretrain.py`, world size 1) and tiny, except the one
@@ -19,6 +20,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -239,14 +241,21 @@ def tmp_dirs(parent: Path, name: str) -> list[Path]:
 
 
 @pytest.mark.timeout(180)
-def test_killed_preprocess_is_cleaned_up_by_the_next_run(tmp_path, genome_dir, capsys):
-    """A preprocess of chr20 is SIGKILLed, leaving its temporary directory; the next run removes it and
-    writes outputs with the umask's modes."""
+def test_second_preprocess_refused_then_killed_one_cleaned_up(tmp_path, genome_dir, capsys):
+    """A preprocess of chr20 holds --out; a second one into it is refused at once; the first is SIGKILLed,
+    leaving its temporary directory; the next run removes it and writes outputs with the umask's modes."""
     out = tmp_path / "out"
     log = tmp_path / "first.txt"
     first = start([sys.executable, "-m", "tinydnabert.cli", "preprocess", "--fasta", str(genome_dir / CHR20),
                    "--out", str(out), "--workers", "1", "--no-progress"], log)
-    wait_for(lambda: tmp_dirs(tmp_path, "out"), first, log, "made its temporary directory")
+    lock = tmp_path / ".out.lock"
+    wait_for(lambda: tmp_dirs(tmp_path, "out") and lock.is_file() and lock.read_text().split()[:1] == [str(first.pid)],
+             first, log, "took the lock and made its temporary directory")
+
+    rc, _, err = run_cli(capsys, "preprocess", "--fasta", genome_dir / HG38, "--out", out, *SMALL_PREPROCESS)
+    assert rc == 2
+    assert f"error: {out} is in use by pid {first.pid} on {socket.gethostname()}" in err
+    assert first.poll() is None  # untouched by the refused run
 
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
@@ -259,7 +268,7 @@ def test_killed_preprocess_is_cleaned_up_by_the_next_run(tmp_path, genome_dir, c
         os.umask(old_umask)
     assert rc == 0, err
     assert f"note: removed {stale} (" in err and f"left by pid {first.pid}, which is no longer running" in err
-    assert not tmp_dirs(tmp_path, "out")
+    assert not tmp_dirs(tmp_path, "out") and not lock.exists()
     assert stat.S_IMODE(out.stat().st_mode) == 0o750  # not mkdtemp's 0700: readable by the group
     assert stat.S_IMODE((out / formats.MANIFEST).stat().st_mode) == 0o640  # not mkstemp's 0600
     assert stat.S_IMODE(formats.shard_paths(out, "train")[0].stat().st_mode) == 0o640
@@ -267,31 +276,61 @@ def test_killed_preprocess_is_cleaned_up_by_the_next_run(tmp_path, genome_dir, c
 
 @pytest.fixture(scope="module")
 def concurrent_runs(tmp_path_factory, hg38_shards, ds):
-    """Run A into runA, SIGSTOPped once training (it holds its port); C into runC, to its end while A is
-    stopped; then A is continued to its end."""
+    """Run A into runA, SIGSTOPped once training (it holds its lock and its port); B into runA; C into runC,
+    to its end while A is stopped; then A is continued to its end."""
     root = tmp_path_factory.mktemp("concurrent")
-    a_log, c_log = root / "a.txt", root / "c.txt"
+    a_log, b_log, c_log = root / "a.txt", root / "b.txt", root / "c.txt"
     a = start(pretrain_cmd(ds, hg38_shards, root / "runA", "--max-steps", "20"), a_log)
     wait_for(lambda: "global batch" in a_log.read_text(), a, a_log, "started training")
     os.killpg(a.pid, signal.SIGSTOP)
     try:
+        b = start(pretrain_cmd(ds, hg38_shards, root / "runA", "--max-steps", "20"), b_log)
+        b_text = finish(b, b_log, timeout=180)
         c = start(pretrain_cmd(ds, hg38_shards, root / "runC", "--max-steps", "20"), c_log)
         c_text = finish(c, c_log, timeout=240)
     finally:
         os.killpg(a.pid, signal.SIGCONT)
     a_text = finish(a, a_log, timeout=240)
-    return {"root": root, "a": (a, a_text), "c": (c, c_text)}
+    return {"root": root, "a": (a, a_text), "b": (b, b_text), "c": (c, c_text)}
+
+
+@pytest.mark.timeout(600)
+def test_second_pretraining_run_into_one_out_is_refused(concurrent_runs, capsys):
+    r = concurrent_runs
+    a, a_text = r["a"]
+    b, b_text = r["b"]
+    assert b.returncode == 2, b_text[-3000:]
+    assert f"error: {r['root'] / 'runA'} is in use by pid {a.pid} on {socket.gethostname()}" in b_text
+    assert a.returncode == 0, a_text[-3000:]  # A, stopped while B tried, finished as if alone
+    assert (r["root"] / "runA" / "checkpoints" / "latest").read_text().strip() == "step00000020"
+    rc, out, err = run_cli(capsys, "verify", r["root"] / "runA")
+    assert rc == 0, out + err
 
 
 @pytest.mark.timeout(600)
 def test_two_single_process_runs_on_one_machine_both_work(concurrent_runs):
     """A (stopped, holding its process group's port) and C ran at once: without the DeepSpeed launcher each
     picks a free port, where a fixed 29500 made the second die on EADDRINUSE."""
-    a, a_text = concurrent_runs["a"]
     c, c_text = concurrent_runs["c"]
     assert c.returncode == 0, c_text[-3000:]
-    assert a.returncode == 0, a_text[-3000:]  # A, stopped while C ran, finished as if alone
     assert "EADDRINUSE" not in c_text and "address already in use" not in c_text.lower()
+
+
+@pytest.mark.timeout(300)
+def test_run_in_use_stops_every_rank_under_the_launcher(tmp_path, hg38_shards, ds):
+    """2 ranks into a run directory held by another process (this one): rank 0 alone holds the answer, and
+    every rank stops with it at once (none waits in a collective); nothing is written into the run."""
+    from tinydnabert.common import OutputLock
+
+    run = tmp_path / "run"
+    with OutputLock(run):
+        proc = launch(["--num_gpus", "2", "--master_port", str(free_port())],
+                      ["--deepspeed_config", str(ds), "--data", str(hg38_shards), "--out", str(run),
+                       "--max-steps", "5", *RUN_FLAGS], tmp_path / "log.txt", tmp_path)
+        log = finish(proc, tmp_path / "log.txt", timeout=240)
+    assert proc.returncode == 2, log[-3000:]
+    assert log.count(f"error: {run} is in use by pid {os.getpid()} on {socket.gethostname()}") == 2, log[-3000:]
+    assert not run.exists()
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""The shared output machinery (common.py): temporary directories of dead runs, output modes; free ports.
-The same faults on real runs (SIGKILL, two runs at once) are in tests/integration/test_faults.py."""
+"""The shared output machinery (common.py): locks, temporary directories of dead runs, modes; free ports.
+The same faults on real runs (SIGKILL, a second run) are in tests/integration/test_faults.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tinydnabert.common import atomic_output_dir, atomic_write_text, umask
+import pytest
+
+from tinydnabert.common import InputError, OutputLock, atomic_output_dir, atomic_write_text, umask
 from tinydnabert.distributed import free_port
 
 HOST = socket.gethostname()
@@ -21,6 +23,37 @@ def dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     return p.pid  # reaped: no such process (until the kernel reuses the number)
+
+
+def test_lock_refuses_a_second_holder_and_is_removed_on_release(tmp_path):
+    out = tmp_path / "out"
+    with OutputLock(out, "--out"):
+        assert (tmp_path / ".out.lock").read_text().split()[:2] == [str(os.getpid()), HOST]
+        with pytest.raises(InputError, match=f"{out} is in use by pid {os.getpid()} on {HOST}: .*another --out"):
+            OutputLock(out, "--out")  # flock is per open file: a second open of it conflicts, even here
+        with pytest.raises(InputError, match="in use by pid"):
+            with atomic_output_dir(out):
+                pass
+    assert not (tmp_path / ".out.lock").exists()
+    with OutputLock(out):  # free again
+        pass
+
+
+def test_lock_held_by_another_process_and_dropped_when_it_is_killed(tmp_path):
+    out = tmp_path / "out"
+    code = f"from tinydnabert.common import OutputLock; import sys, time; l = OutputLock({str(out)!r}); " \
+           "print('locked', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(InputError, match=f"in use by pid {holder.pid} on {HOST}"):
+            OutputLock(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    with OutputLock(out):  # the kernel released it at SIGKILL; the file it left is taken over
+        pass
 
 
 def test_stale_temporary_directories(tmp_path, capsys):
