@@ -11,7 +11,8 @@
                                                every other file of the tag with its size and sha256
 
 Complete or absent: a save killed half-way leaves a tag without a marker, which `latest` never names,
-resume never reads and the next save prunes. Intact or refused: resume and
+resume never reads and the next save prunes; a save that fills the disk removes its partial tag and
+stops with a DiskFullError, `latest` still naming the previous checkpoint. Intact or refused: resume and
 export check every file against the marker (`check`) and name the previous complete checkpoint when one
 no longer matches. This module is the only place that knows these names;
 train.py writes checkpoints through `save`, resume and export read them through `resolve` / `Marker.read`.
@@ -30,7 +31,19 @@ from typing import Any
 
 import torch
 
-from .common import InputError, atomic_write_json, atomic_write_text, is_rank0, rank, sha256_file
+from .common import (
+    DiskFullError,
+    InputError,
+    atomic_write_json,
+    atomic_write_text,
+    disk_full_error,
+    disk_full_reason,
+    is_rank0,
+    megabytes,
+    rank,
+    sha256_file,
+    tree_bytes,
+)
 from .distributed import rng_state, set_rng_state
 
 CHECKPOINTS = "checkpoints"
@@ -141,24 +154,47 @@ def is_checkpoint(path: str | Path) -> bool:
 def save(engine, ckpt_root: Path, marker: Marker, client_state: dict[str, Any], tokenizer_dir: Path,
          keep: int) -> Path:
     """All ranks: DeepSpeed files + this rank's RNG; then rank 0 checksums them into the marker, marks the
-    tag complete, points `latest` at it and prunes. Every rank returns only after the marker is written."""
+    tag complete, points `latest` at it and prunes. Every rank returns only after the marker is written.
+
+    A full disk on any rank: that rank removes the partial tag and raises DiskFullError (exit 2; the
+    launcher stops the other ranks, which wait in a barrier), and `latest` still names the previous
+    complete checkpoint, so `--resume` continues from it once there is space."""
     import deepspeed.comm as dist
 
     tag = tag_of(marker.step)
     tag_dir = ckpt_root / tag
+    try:
+        previous = latest(ckpt_root)  # read before this save: what the run falls back on if it fails
+    except InputError:
+        previous = None
     if is_rank0() and tag_dir.exists():  # a stale partial save of this same step (killed, then resumed)
         shutil.rmtree(tag_dir)
     dist.barrier()
-    engine.save_checkpoint(str(ckpt_root), tag=tag, client_state=client_state, save_latest=False)
-    (tag_dir / RNG_DIR).mkdir(parents=True, exist_ok=True)
-    torch.save(rng_state(), tag_dir / RNG_DIR / f"rank{rank():05d}.pt")
-    dist.barrier()  # every rank's files are on disk
+    try:
+        engine.save_checkpoint(str(ckpt_root), tag=tag, client_state=client_state, save_latest=False)
+        (tag_dir / RNG_DIR).mkdir(parents=True, exist_ok=True)
+        torch.save(rng_state(), tag_dir / RNG_DIR / f"rank{rank():05d}.pt")
+        dist.barrier()  # every rank's files are on disk
+        if is_rank0():
+            shutil.copytree(tokenizer_dir, tag_dir / TOKENIZER_DIR, dirs_exist_ok=True)
+            marker.time_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            marker.files = checksums(tag_dir)
+            marker.write(tag_dir)
+            atomic_write_text(ckpt_root / LATEST, tag + "\n")
+    except Exception as e:
+        reason = "no space left on device" if isinstance(e, DiskFullError) else disk_full_reason(e, tag_dir)
+        if reason is None:
+            raise
+        written = tree_bytes(tag_dir)
+        if not (tag_dir / MARKER).is_file():
+            shutil.rmtree(tag_dir, ignore_errors=True)  # never half a checkpoint; frees the space it took
+        # A checkpoint is about as large as the previous one (same model, same optimizer state).
+        needed = f"about {megabytes(tree_bytes(previous))}" if previous else f"more than {megabytes(written)}"
+        keep_note = (f"the partial {tag} was removed and {previous.name} is still the latest complete checkpoint: "
+                     f"free some space, then continue with --resume" if previous
+                     else f"the partial {tag} was removed; free some space and start the run again")
+        raise disk_full_error(tag_dir, reason, needed, keep_note) from e
     if is_rank0():
-        shutil.copytree(tokenizer_dir, tag_dir / TOKENIZER_DIR, dirs_exist_ok=True)
-        marker.time_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        marker.files = checksums(tag_dir)
-        marker.write(tag_dir)
-        atomic_write_text(ckpt_root / LATEST, tag + "\n")
         prune(ckpt_root, keep, marker.step)
     dist.barrier()
     return tag_dir

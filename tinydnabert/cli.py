@@ -17,7 +17,7 @@ import importlib
 import os
 import sys
 
-from .common import InputError, eprint
+from .common import InputError, disk_full_error, disk_full_reason, eprint
 
 # name -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -76,6 +76,15 @@ def run_stage(module, parser: argparse.ArgumentParser, argv: list[str] | None = 
     except BrokenPipeError:  # `tinydnabert download --list | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # after BrokenPipeError, an OSError too
+        # A full disk where no atomic writer was around to say more (they raise DiskFullError, above):
+        # still one line and exit 2, not a 20-line traceback.
+        reason = disk_full_reason(e)
+        if reason is None:
+            raise
+        where = e.filename or os.getcwd()
+        eprint(f"error: {disk_full_error(where, reason, 'unknown MB', 'free some space, then run again')}")
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""Small helpers every stage shares: errors, atomic outputs, output locks, hashing, rank-0 printing,
-data paths."""
+"""Small helpers every stage shares: errors, atomic outputs, output locks, disk-full errors, hashing,
+rank-0 printing, data paths."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -23,6 +24,10 @@ class InputError(Exception):
 
     The message must name the file (and record/line/row where there is one) and say what to do.
     """
+
+
+class DiskFullError(InputError):
+    """A write failed because its file system is full (or the user's quota is spent)."""
 
 
 def data_dir() -> Path:
@@ -53,6 +58,65 @@ def tree_bytes(path: str | os.PathLike) -> int:
 
 def megabytes(n: int | None) -> str:
     return "unknown MB" if n is None else f"{n / 1e6:,.1f} MB"
+
+
+# --------------------------------------------------------------------------------------------- disk full
+
+_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+_FULL_TEXT = {"No space left on device": _FULL[errno.ENOSPC], "os error 28": _FULL[errno.ENOSPC],
+              "Disk quota exceeded": _FULL[errno.EDQUOT], "os error 122": _FULL[errno.EDQUOT]}
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes an unprivileged user may still write on the file system holding `path` (or its nearest
+    existing parent); None if that cannot be asked."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def disk_full_reason(exc: BaseException, path: str | os.PathLike | None = None) -> str | None:
+    """'no space left on device' / 'disk quota exceeded' when `exc` (or what caused it) is a full disk.
+
+    Not only OSError(ENOSPC): safetensors raises SafetensorError('... No space left on device (os error
+    28)') and torch.save a bare RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos
+    576 vs 534'), both measured on a 2 MB tmpfs. For a RuntimeError or OSError without the errno, the
+    disk itself is asked: under 1 MiB free where `path` lives counts as full."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _FULL:
+            return _FULL[e.errno]
+        text = str(e)
+        for pattern, reason in _FULL_TEXT.items():
+            if pattern in text:
+                return reason
+        e = e.__cause__ or e.__context__
+    if path is not None and isinstance(exc, (OSError, RuntimeError)):
+        free = free_bytes(path)
+        if free is not None and free < 1 << 20:
+            return _FULL[errno.ENOSPC]
+    return None
+
+
+def disk_full_error(path: str | os.PathLike, reason: str, needed: str, advice: str) -> DiskFullError:
+    """`PATH: no space left on device (N MB needed, M MB free); ADVICE`; `needed` is a phrase such as
+    '12.0 MB', 'more than 3.1 MB' or 'unknown MB'. Free space is measured now (after any cleanup)."""
+    return DiskFullError(f"{path}: {reason} ({needed} needed, {megabytes(free_bytes(path))} free); {advice}")
+
+
+def _filename(exc: BaseException) -> str | None:
+    e: BaseException | None = exc
+    while e is not None:
+        if isinstance(e, OSError) and e.filename:
+            return str(e.filename)
+        e = e.__cause__ or e.__context__
+    return None
 
 
 # ------------------------------------------------------------------------------ permissions, ownership
@@ -194,10 +258,10 @@ def atomic_output_dir(final: str | os.PathLike, overwrite: bool = False) -> Iter
 
     The output is locked for the whole build (OutputLock: a second run into it is refused at once),
     and temporary directories of `final` that dead processes left are removed first. On any exception
-    the temporary directory is removed, so a failed run leaves nothing behind. An existing `final`
-    is refused unless `overwrite` (then it is replaced only after success). The result gets the
-    permissions the umask gives (mkdtemp makes 0700, which other users of a shared file system could
-    not read).
+    the temporary directory is removed, so a failed run leaves nothing behind; a full disk becomes a
+    DiskFullError (exit 2) saying how much was written. An existing `final` is refused unless
+    `overwrite` (then it is replaced only after success). The result gets the permissions the umask
+    gives (mkdtemp makes 0700, which other users of a shared file system could not read).
     """
     final = Path(final)
     if final.exists() and not overwrite:
@@ -210,8 +274,18 @@ def atomic_output_dir(final: str | os.PathLike, overwrite: bool = False) -> Iter
         try:
             yield tmp
             os.chmod(tmp, 0o777 & ~umask())
-        except BaseException:
+        except BaseException as e:
+            # Before cleaning up: the disk is full *now* (what was written still occupies it).
+            where = _filename(e) or tmp
+            reason = disk_full_reason(e, where) if isinstance(e, Exception) else None
+            written = tree_bytes(tmp) if reason else 0
             shutil.rmtree(tmp, ignore_errors=True)
+            if reason and not isinstance(e, DiskFullError):
+                same_disk = where == tmp or _same_device(where, final.parent)
+                raise disk_full_error(final if same_disk else where, reason,
+                                      f"more than {megabytes(written)}" if same_disk and written else "unknown MB",
+                                      "nothing was written; free some space or choose another output directory, "
+                                      "then run again") from e
             raise
         if final.exists():
             old = final.with_name(f".{final.name}.old-{tag}")
@@ -222,8 +296,21 @@ def atomic_output_dir(final: str | os.PathLike, overwrite: bool = False) -> Iter
             os.replace(tmp, final)
 
 
+def _same_device(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    def dev(p: Path) -> int | None:
+        p = p.absolute()
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        try:
+            return p.stat().st_dev
+        except OSError:
+            return None
+    return dev(Path(a)) == dev(Path(b))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a file under a temporary name and rename it, so readers never see half a file."""
+    """Write a file under a temporary name and rename it, so readers never see half a file; a full
+    disk is a DiskFullError naming `path`, and the old file (if any) is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
@@ -232,9 +319,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
         os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        reason = disk_full_reason(e) if isinstance(e, OSError) else None
+        if reason:
+            raise disk_full_error(path, reason, megabytes(len(text.encode("utf-8"))),
+                                  "the file was not written; free some space, then run again") from e
         raise
 
 

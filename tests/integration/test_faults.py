@@ -5,6 +5,7 @@ silent, nothing is left half-written.
                mid-shard, a shard swapped with another of the same size, an id past the vocabulary
                (with the checksums gone, as in an older manifest), a flipped bit under the 2-rank launcher
     checkpoint a truncated file: refused by resume, export and `tinydnabert verify`
+    disk full  a tmpfs that fills during preprocess, and during a checkpoint save
     killed     preprocess SIGKILLed: its temporary directory is removed by the next run
     concurrent two preprocess runs into one --out, two pretraining runs into one --out (refused), two
                single-process pretraining runs on one machine (both work: free ports)
@@ -85,6 +86,21 @@ def wait_for(cond, proc: subprocess.Popen, log: Path, what: str, timeout: float 
                 os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail(f"never {what}:\n{log.read_text()[-3000:]}")
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    """A real small file system: tmpfs of `size` mounted at `path` (root only), unmounted after."""
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                       text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs to fill ({r.stderr.strip() or r.returncode}): needs root or CAP_SYS_ADMIN")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 @pytest.fixture
@@ -372,3 +388,43 @@ def test_truncated_checkpoint_file_is_refused_naming_the_previous_one(tmp_path, 
     assert rc == 2
     assert f"error: {bad}: " in err and f"use the previous complete checkpoint {prev} instead" in err
     assert "--resume " + str(prev) in err
+
+
+# ------------------------------------------------------------------------------------------- disk full
+
+@pytest.mark.timeout(120)
+def test_disk_full_during_preprocess(tmp_path, genome_dir, capsys):
+    with tmpfs(tmp_path / "small", "2m") as disk:
+        rc, _, err = run_cli(capsys, "preprocess", "--fasta", genome_dir / HG38, "--out", disk / "shards",
+                             "--workers", "2", *SMALL_PREPROCESS)  # ~7.7 MB of shards into 2 MB
+        assert rc == 2
+        assert "Traceback" not in err
+        assert f"error: {disk / 'shards'}: no space left on device (more than " in err
+        assert " MB needed, " in err and " MB free); nothing was written" in err
+        assert list(disk.iterdir()) == []  # no output, no temporary directory, no lock file
+
+
+@pytest.mark.timeout(300)
+def test_disk_full_during_checkpoint_save_keeps_the_previous_one(tmp_path, hg38_shards, ds, capsys):
+    with tmpfs(tmp_path / "small", "32m") as disk:
+        run, log = disk / "run", tmp_path / "log.txt"
+        proc = start(pretrain_cmd(ds, hg38_shards, run, "--max-steps", "30", "--no-export"), log)
+        latest = run / "checkpoints" / "latest"
+        wait_for(latest.is_file, proc, log, "saved its first checkpoint")
+        os.killpg(proc.pid, signal.SIGSTOP)
+        try:
+            with open(disk / "filler", "wb", buffering=0) as f:  # fill the disk before the step-20 save
+                with contextlib.suppress(OSError):
+                    while True:
+                        f.write(bytes(1 << 16))
+        finally:
+            os.killpg(proc.pid, signal.SIGCONT)
+        text = finish(proc, log)
+        assert proc.returncode == 2, text[-3000:]
+        assert "Traceback" not in text, text[-3000:]
+        assert f"error: {run / 'checkpoints' / 'step00000020'}: no space left on device (about " in text
+        assert "step00000010 is still the latest complete checkpoint" in text and "--resume" in text
+        assert latest.read_text().strip() == "step00000010"
+        assert not (run / "checkpoints" / "step00000020").exists()  # no half checkpoint
+        rc, out, err = run_cli(capsys, "verify", run)
+        assert rc == 0, out + err

@@ -1,8 +1,9 @@
-"""The shared output machinery (common.py): locks, temporary directories of dead runs, modes; free ports.
-The same faults on real runs (SIGKILL, a second run) are in tests/integration/test_faults.py."""
+"""The shared output machinery (common.py): locks, temporary directories of dead runs, modes, full disks.
+The same faults on real runs (SIGKILL, a second run, a tmpfs that fills) are in tests/integration/test_faults.py."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -12,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tinydnabert.common import InputError, OutputLock, atomic_output_dir, atomic_write_text, umask
+from tinydnabert.common import (
+    DiskFullError,
+    InputError,
+    OutputLock,
+    atomic_output_dir,
+    atomic_write_text,
+    disk_full_reason,
+    umask,
+)
 from tinydnabert.distributed import free_port
 
 HOST = socket.gethostname()
@@ -89,6 +98,24 @@ def test_outputs_get_the_umask_modes(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755  # mkdtemp alone gives 0700
     assert stat.S_IMODE((tmp_path / "out" / "g.json").stat().st_mode) == 0o644  # mkstemp alone gives 0600
+
+
+def test_disk_full_is_recognised_in_its_several_disguises(tmp_path):
+    assert disk_full_reason(OSError(errno.ENOSPC, "No space left on device")) == "no space left on device"
+    assert disk_full_reason(OSError(errno.EDQUOT, "Disk quota exceeded")) == "disk quota exceeded"
+    # safetensors: SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')
+    assert disk_full_reason(Exception("I/O error: No space left on device (os error 28)")) == "no space left on device"
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as e:
+            raise RuntimeError("basic_ios::clear: iostream error") from e
+    except RuntimeError as e:
+        assert disk_full_reason(e) == "no space left on device"  # the cause counts
+    # torch.save's bare RuntimeError: only a disk that is really (nearly) full makes it one
+    assert disk_full_reason(RuntimeError("unexpected pos 576 vs 534"), tmp_path) is None
+    assert disk_full_reason(OSError(errno.EACCES, "Permission denied")) is None
+    assert issubclass(DiskFullError, InputError)
 
 
 def test_free_port_is_bindable():
