@@ -242,7 +242,10 @@ def previous_complete(tag_dir: Path) -> Path | None:
     for s, d in sorted(((step_of(d.name), d) for d in tag_dir.parent.iterdir() if step_of(d.name) is not None),
                        reverse=True):
         if s < step and (d / MARKER).is_file():
-            with_marker = Marker.read(d)
+            try:
+                with_marker = Marker.read(d)
+            except InputError:  # an unreadable marker: not a checkpoint to recommend
+                continue
             if not with_marker.files or not verify_files(d, with_marker):
                 return d
     return None
