@@ -4,7 +4,11 @@
     python benchmarks/data_pipeline.py --data SHARDS_DIR --workers 0 2 --batches 100 --repeats 3
 
 Measured in the same run on the same samples:
-  ours      build_train_loader: webdataset shards -> pack into full 512-token rows -> vectorized masking.
+  ours      build_train_loader: webdataset shards -> pack into full 512-token rows -> vectorized masking,
+            every shard's sha256 checked against the manifest as it is read (and every token id);
+  ours-unverified  the same with --no-verify-shards (DataConfig.verify_shards=False): the sha256 skipped
+            (sizes, counts and ids still checked); measured at workers = 0 only, where CPU-seconds are
+            this process's, so the difference is the checksum's cost.
   baseline  the reference recipe (HF run_mlm.py style): each segment one row "<s> ids </s>" padded to
             512 (what tokenizer(padding="max_length") gives, pre-tokenized as `datasets.map` would, so
             tokenization is NOT timed), batched by DataLoader with transformers'
@@ -18,11 +22,13 @@ has few cores, so W > cores measures nothing). Writes a table to stdout and JSON
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -65,12 +71,23 @@ def time_batches(make: Callable[[], Iterable[dict[str, torch.Tensor]]], n: int) 
         positions += b["input_ids"].numel()
         real += int(b["attention_mask"].sum())
     dt, dc = time.perf_counter() - t, time.process_time() - c
+    # Ours reads the next group of shards in a background thread; one still running now would be charged
+    # to the next measurement's CPU-seconds (process_time counts every thread): let it end first.
+    if hasattr(it, "close"):
+        it.close()
+    del it
+    deadline = time.monotonic() + 30
+    while any(th.name.startswith("tinydnabert-read") for th in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return {"seconds": dt, "real_tokens_per_s": real / dt, "positions_per_s": positions / dt,
             "padding_fraction": 1 - real / positions, "real_tokens_per_cpu_s": real / dc}
 
 
 def ours(data: Path, cfg: DataConfig, batch: int) -> Iterable[dict[str, torch.Tensor]]:
     return build_train_loader(data, cfg, micro_batch_size=batch)
+
+
+PIPELINES = ("baseline", "ours", "ours-unverified")
 
 
 def baseline_examples(data: Path, cfg: DataConfig, n_samples: int) -> list[dict[str, list[int]]]:
@@ -107,19 +124,27 @@ def baseline(examples: list[dict[str, list[int]]], collator, cfg: DataConfig, ba
 
 
 def stage_breakdown(data: Path, cfg: DataConfig) -> dict[str, float]:
-    """Tokens per CPU-second of each step of ours, on the first train shard (median of 3)."""
+    """Tokens per CPU-second of each step of ours, on the first train shard (median of 5): read + decode
+    (unverified), the sha256 of the shard's bytes, the token-id range check, pack, mask."""
+    import hashlib
+
     path = formats.shard_paths(data, "train")[0]
     vocab = formats.load_manifest(data)["tokenizer"]["vocab_size"]
-    out: dict[str, list[float]] = {"read+decode": [], "pack": [], "mask": []}
-    for rep in range(3):
+    out: dict[str, list[float]] = {"read+decode": [], "sha256": [], "id check": [], "pack": [], "mask": []}
+    for rep in range(5):
         t0 = time.process_time()
         ids = [sample.ids for sample in read_shard(path, meta=False)]
         t1 = time.process_time()
-        rows = pack_rows(ids, cfg.seq_len)
+        hashlib.sha256(path.read_bytes()).hexdigest()
         t2 = time.process_time()
-        mask_tokens(rows, np.random.default_rng(rep), vocab, cfg)
+        flat = np.concatenate(ids)
+        bool(flat.min() < formats.NUM_SPECIAL or flat.max() >= vocab)
         t3 = time.process_time()
-        for k, dt in zip(out, (t1 - t0, t2 - t1, t3 - t2)):
+        rows = pack_rows(ids, cfg.seq_len)
+        t4 = time.process_time()
+        mask_tokens(rows, np.random.default_rng(rep), vocab, cfg)
+        t5 = time.process_time()
+        for k, dt in zip(out, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
             out[k].append(rows.size / max(dt, 1e-6))
     return {k: statistics.median(v) for k, v in out.items()}
 
@@ -149,34 +174,51 @@ def main(argv: list[str] | None = None) -> int:
         train = manifest["splits"]["train"]
         n_need = args.batches * args.micro_batch
         results: dict[str, Any] = {"rows": []}
+        def add_row(name: str, w: int, runs: list[dict[str, float]]) -> None:
+            row = {"pipeline": name, "workers": w,
+                   **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
+                   "real_tokens_per_s_runs": [r["real_tokens_per_s"] for r in runs],
+                   "real_tokens_per_cpu_s_runs": [r["real_tokens_per_cpu_s"] for r in runs]}
+            if w:  # the workers' CPU time is in other processes: this process's says nothing
+                row["real_tokens_per_cpu_s"] = row["real_tokens_per_cpu_s_runs"] = None
+            results["rows"].append(row)
+            print(f"  measured {name:15s} workers={w}: {row['real_tokens_per_s'] / 1e6:.2f} M real tokens/s",
+                  flush=True)
+
         for w in args.workers:
             cfg = DataConfig(num_workers=w)
-            for name in ("baseline", "ours"):
-                runs = []
-                for _ in range(args.repeats):
-                    if name == "ours":
-                        runs.append(time_batches(lambda cfg=cfg: ours(data, cfg, args.micro_batch), args.batches))
-                    else:  # pre-tokenized outside the timing, as `datasets.map` caches it
-                        examples, collator = baseline_examples(data, cfg, n_need), hf_collator(data, cfg)
-                        runs.append(time_batches(
-                            lambda e=examples, c=collator, cfg=cfg: baseline(e, c, cfg, args.micro_batch),
-                                                 args.batches))
-                row = {"pipeline": name, "workers": w,
-                       **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
-                       "real_tokens_per_s_runs": [r["real_tokens_per_s"] for r in runs]}
-                if w:  # the workers' CPU time is in other processes: this process's says nothing
-                    row["real_tokens_per_cpu_s"] = None
-                results["rows"].append(row)
-                print(f"  measured {name:8s} workers={w}: {row['real_tokens_per_s'] / 1e6:.2f} M real tokens/s",
-                      flush=True)
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in PIPELINES}
+            for _ in range(args.repeats):
+                # pre-tokenized outside the timing, as `datasets.map` caches it
+                examples, collator = baseline_examples(data, cfg, n_need), hf_collator(data, cfg)
+                runs["baseline"].append(time_batches(
+                    lambda e=examples, c=collator, cfg=cfg: baseline(e, c, cfg, args.micro_batch), args.batches))
+                # verified and unverified in turn, each first every other time, so that a change in the
+                # machine's load hits both alike
+                pair = ("ours", "ours-unverified") if len(runs["ours"]) % 2 == 0 else ("ours-unverified", "ours")
+                for name in pair if w == 0 else ("ours",):
+                    c = dataclasses.replace(cfg, verify_shards=name == "ours")
+                    runs[name].append(time_batches(lambda c=c: ours(data, c, args.micro_batch), args.batches))
+            for name in PIPELINES:
+                if runs[name]:
+                    add_row(name, w, runs[name])
         stages = stage_breakdown(data, DataConfig())
 
     rows = results["rows"]
     for w in args.workers:
         b = next(r for r in rows if r["pipeline"] == "baseline" and r["workers"] == w)
-        o = next(r for r in rows if r["pipeline"] == "ours" and r["workers"] == w)
-        o["ratio_real_tokens_vs_baseline"] = o["real_tokens_per_s"] / b["real_tokens_per_s"]
-        o["ratio_positions_vs_baseline"] = o["positions_per_s"] / b["positions_per_s"]
+        for o in (r for r in rows if r["pipeline"].startswith("ours") and r["workers"] == w):
+            o["ratio_real_tokens_vs_baseline"] = o["real_tokens_per_s"] / b["real_tokens_per_s"]
+            o["ratio_positions_vs_baseline"] = o["positions_per_s"] / b["positions_per_s"]
+    verified = next((r for r in rows if r["pipeline"] == "ours" and r["workers"] == 0), None)
+    unverified = next((r for r in rows if r["pipeline"] == "ours-unverified"), None)
+    if verified and unverified:
+        results["verification"] = {
+            "tokens_per_cpu_s_verified": verified["real_tokens_per_cpu_s"],
+            "tokens_per_cpu_s_unverified": unverified["real_tokens_per_cpu_s"],
+            "ratio_verified_vs_unverified": verified["real_tokens_per_cpu_s"] / unverified["real_tokens_per_cpu_s"],
+            "runs_verified": verified["real_tokens_per_cpu_s_runs"],
+            "runs_unverified": unverified["real_tokens_per_cpu_s_runs"], "note": "medians of --repeats runs, workers 0"}
     results.update({
         "data": str(args.data or f"{args.fasta} (preprocessed, default settings)"),
         "train_tokens": train["tokens"], "train_samples": train["samples"],
@@ -189,15 +231,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ndata-pipeline throughput: micro-batch {args.micro_batch} x 512, {args.batches} batches, "
           f"median of {args.repeats}; {train['tokens']:,} train tokens in {len(train['shards'])} shards; "
           f"{os.cpu_count()} cores, load {load_start:.1f} -> {os.getloadavg()[0]:.1f}")
-    print(f"{'pipeline':<10}{'workers':>8}{'real tok/s':>14}{'positions/s':>14}{'padding':>9}"
+    print(f"{'pipeline':<16}{'workers':>8}{'real tok/s':>14}{'positions/s':>14}{'padding':>9}"
           f"{'ratio (real)':>14}{'real tok/CPU-s':>16}")
     for r in rows:
         ratio = f"{r['ratio_real_tokens_vs_baseline']:.1f}x" if "ratio_real_tokens_vs_baseline" in r else ""
         cpu = f"{r['real_tokens_per_cpu_s'] / 1e6:.2f} M" if r["workers"] == 0 else "-"
-        print(f"{r['pipeline']:<10}{r['workers']:>8}{r['real_tokens_per_s'] / 1e6:>12.2f} M"
+        print(f"{r['pipeline']:<16}{r['workers']:>8}{r['real_tokens_per_s'] / 1e6:>12.2f} M"
               f"{r['positions_per_s'] / 1e6:>12.2f} M{100 * r['padding_fraction']:>8.1f}%{ratio:>14}{cpu:>16}")
     print("stages of ours (tokens per CPU-second): "
           + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in stages.items()))
+    if "verification" in results:
+        v = results["verification"]
+        print(f"shard verification (sha256) on / off, workers 0: {v['tokens_per_cpu_s_verified'] / 1e6:.2f} M / "
+              f"{v['tokens_per_cpu_s_unverified'] / 1e6:.2f} M real tokens per CPU-second "
+              f"(ratio {v['ratio_verified_vs_unverified']:.3f})")
     atomic_write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0

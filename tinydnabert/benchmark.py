@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import InputError, atomic_write_json, atomic_write_text
+from .common import InputError, OutputLock, atomic_write_json, atomic_write_text
 from .finetune import RESULTS, FinetuneConfig, run_finetune
 from .probe import ProbeConfig, run_probe
 from .stats import fmt_interval, paired_interval
@@ -385,5 +385,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run(args)
+    with OutputLock(Path(args.out), "--out"):  # a second benchmark into --out would redo and rewrite its runs
+        run(args)
     return 0

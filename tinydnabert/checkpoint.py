@@ -7,10 +7,14 @@
         rng/rankNNNNN.pt                       every RNG of each rank (exact resume)
         tokenizer/                             the shards' tokenizer (an export needs no shards directory)
         tinydnabert_checkpoint.json            the marker: written by rank 0 after every rank's files are on
-                                               disk, so a tag without it is an interrupted save
+                                               disk, so a tag without it is an interrupted save; it lists
+                                               every other file of the tag with its size and sha256
 
 Complete or absent: a save killed half-way leaves a tag without a marker, which `latest` never names,
-resume never reads and the next save prunes. This module is the only place that knows these names;
+resume never reads and the next save prunes; a save that fills the disk removes its partial tag and
+stops with a DiskFullError, `latest` still naming the previous checkpoint. Intact or refused: resume and
+export check every file against the marker (`check`) and name the previous complete checkpoint when one
+no longer matches. This module is the only place that knows these names;
 train.py writes checkpoints through `save`, resume and export read them through `resolve` / `Marker.read`.
 """
 
@@ -19,15 +23,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .common import InputError, atomic_write_json, atomic_write_text, is_rank0, rank
+from .common import (
+    DiskFullError,
+    InputError,
+    atomic_write_json,
+    atomic_write_text,
+    disk_full_error,
+    disk_full_reason,
+    is_rank0,
+    megabytes,
+    rank,
+    sha256_file,
+    tree_bytes,
+)
 from .distributed import rng_state, set_rng_state
 
 CHECKPOINTS = "checkpoints"
@@ -57,6 +74,9 @@ class Marker:
     ds_config: dict[str, Any]         # the DeepSpeed config as the engine resolved it
     time_utc: str = ""
     version: int = MARKER_VERSION
+    # every other file of the tag: relative path -> {"bytes", "sha256"}; empty in markers written before
+    # checkpoints carried checksums (they are read, unverified). No version bump: older readers ignore it.
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def write(self, tag_dir: Path) -> None:
         atomic_write_json(tag_dir / MARKER, dataclasses.asdict(self))
@@ -136,27 +156,119 @@ def is_checkpoint(path: str | Path) -> bool:
 
 def save(engine, ckpt_root: Path, marker: Marker, client_state: dict[str, Any], tokenizer_dir: Path,
          keep: int) -> Path:
-    """All ranks: DeepSpeed files + this rank's RNG; then rank 0 marks the tag complete, points `latest`
-    at it and prunes. Every rank returns only after the marker is written."""
+    """All ranks: DeepSpeed files + this rank's RNG; then rank 0 checksums them into the marker, marks the
+    tag complete, points `latest` at it and prunes. Every rank returns only after the marker is written.
+
+    A full disk on any rank: that rank removes the partial tag and raises DiskFullError (exit 2; the
+    launcher stops the other ranks, which wait in a barrier), and `latest` still names the previous
+    complete checkpoint, so `--resume` continues from it once there is space."""
     import deepspeed.comm as dist
 
     tag = tag_of(marker.step)
     tag_dir = ckpt_root / tag
+    try:
+        previous = latest(ckpt_root)  # read before this save: what the run falls back on if it fails
+    except InputError:
+        previous = None
     if is_rank0() and tag_dir.exists():  # a stale partial save of this same step (killed, then resumed)
         shutil.rmtree(tag_dir)
     dist.barrier()
-    engine.save_checkpoint(str(ckpt_root), tag=tag, client_state=client_state, save_latest=False)
-    (tag_dir / RNG_DIR).mkdir(parents=True, exist_ok=True)
-    torch.save(rng_state(), tag_dir / RNG_DIR / f"rank{rank():05d}.pt")
-    dist.barrier()  # every rank's files are on disk
+    try:
+        engine.save_checkpoint(str(ckpt_root), tag=tag, client_state=client_state, save_latest=False)
+        (tag_dir / RNG_DIR).mkdir(parents=True, exist_ok=True)
+        torch.save(rng_state(), tag_dir / RNG_DIR / f"rank{rank():05d}.pt")
+        dist.barrier()  # every rank's files are on disk
+        if is_rank0():
+            shutil.copytree(tokenizer_dir, tag_dir / TOKENIZER_DIR, dirs_exist_ok=True)
+            marker.time_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            marker.files = checksums(tag_dir)
+            marker.write(tag_dir)
+            atomic_write_text(ckpt_root / LATEST, tag + "\n")
+    except Exception as e:
+        reason = "no space left on device" if isinstance(e, DiskFullError) else disk_full_reason(e, tag_dir)
+        if reason is None:
+            raise
+        written = tree_bytes(tag_dir)
+        if not (tag_dir / MARKER).is_file():
+            shutil.rmtree(tag_dir, ignore_errors=True)  # never half a checkpoint; frees the space it took
+        # A checkpoint is about as large as the previous one (same model, same optimizer state).
+        needed = f"about {megabytes(tree_bytes(previous))}" if previous else f"more than {megabytes(written)}"
+        keep_note = (f"the partial {tag} was removed and {previous.name} is still the latest complete checkpoint: "
+                     f"free some space, then continue with --resume" if previous
+                     else f"the partial {tag} was removed; free some space and start the run again")
+        raise disk_full_error(tag_dir, reason, needed, keep_note) from e
     if is_rank0():
-        shutil.copytree(tokenizer_dir, tag_dir / TOKENIZER_DIR, dirs_exist_ok=True)
-        marker.time_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        marker.write(tag_dir)
-        atomic_write_text(ckpt_root / LATEST, tag + "\n")
         prune(ckpt_root, keep, marker.step)
     dist.barrier()
     return tag_dir
+
+
+def checksums(tag_dir: Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {"bytes", "sha256"}} of every file in the tag but the marker. Read back after
+    writing, ~1 s per GB (sha256 ~1-2 ms/MB from the page cache): a few percent of a save."""
+    out = {}
+    for path in sorted(p for p in tag_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(tag_dir).as_posix()
+        if rel != MARKER:
+            out[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return out
+
+
+def verify_files(tag_dir: Path, marker: Marker | None = None) -> list[str]:
+    """One line per file of a checkpoint that is not as its marker lists it (missing, another size,
+    another sha256); empty when all match. A marker without checksums (older) gives one line saying so."""
+    marker = marker or Marker.read(tag_dir)
+    if not marker.files:
+        return [f"{tag_dir / MARKER}: lists no file checksums (saved by an older tinydnabert), so {tag_dir.name} "
+                f"cannot be verified"]
+    problems = []
+    for rel, want in marker.files.items():
+        path = tag_dir / rel
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            problems.append(f"{path}: missing (listed in {MARKER})")
+            continue
+        if size != want.get("bytes"):
+            problems.append(f"{path}: {size:,} bytes, {MARKER} says {want.get('bytes'):,} (truncated or replaced)")
+        elif sha256_file(path) != want.get("sha256"):
+            problems.append(f"{path}: sha256 differs from {MARKER} (the file changed after it was saved)")
+    return problems
+
+
+def previous_complete(tag_dir: Path) -> Path | None:
+    """The newest complete checkpoint before `tag_dir` in its checkpoints directory whose files match
+    its marker (older markers without checksums count as matching), or None."""
+    step = step_of(tag_dir.name)
+    if step is None:
+        return None
+    for s, d in sorted(((step_of(d.name), d) for d in tag_dir.parent.iterdir() if step_of(d.name) is not None),
+                       reverse=True):
+        if s < step and (d / MARKER).is_file():
+            try:
+                with_marker = Marker.read(d)
+            except InputError:  # an unreadable marker: not a checkpoint to recommend
+                continue
+            if not with_marker.files or not verify_files(d, with_marker):
+                return d
+    return None
+
+
+def check(tag_dir: Path) -> Marker:
+    """The marker of a checkpoint whose files all match it (resume and export read only those); else an
+    InputError naming the first bad file and the previous complete checkpoint to use instead."""
+    marker = Marker.read(tag_dir)
+    if not marker.files:
+        return marker  # older marker: nothing to check against (`tinydnabert verify` says so)
+    problems = verify_files(tag_dir, marker)
+    if problems:
+        prev = previous_complete(tag_dir)
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        use = (f"use the previous complete checkpoint {prev} instead (--resume {prev}, or `tinydnabert export "
+               f"{prev} OUT`; to make it `latest`, write {prev.name} into {tag_dir.parent / LATEST})" if prev
+               else f"no earlier complete checkpoint is left in {tag_dir.parent}: start the run again")
+        raise InputError(f"{problems[0]}{more}; checkpoint {tag_dir.name} is damaged: {use}")
+    return marker
 
 
 def prune(ckpt_root: Path, keep: int, current: int) -> None:

@@ -17,13 +17,14 @@ import importlib
 import os
 import sys
 
-from .common import InputError, eprint
+from .common import InputError, disk_full_error, disk_full_reason, eprint
 
 # name -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("tinydnabert.download", "fetch a reference genome (GRCh38.p14, hg38 chromosomes)"),
     "preprocess": ("tinydnabert.preprocess", "FASTA -> BPE tokenizer + WebDataset shards + manifest"),
     "export": ("tinydnabert.export", "turn a pretraining checkpoint into a plain Hugging Face directory"),
+    "verify": ("tinydnabert.verify", "check shards against their manifest (and genome), checkpoints against markers"),
     "finetune": ("tinydnabert.finetune", "fine-tune a pretrained (or scratch) model on an NT task, report MCC"),
     "probe": ("tinydnabert.probe", "linear probe of a frozen encoder (logistic regression on embeddings), test MCC"),
     "embed": ("tinydnabert.embed", "embeddings of the sequences of a FASTA/CSV/TSV file from a trained encoder"),
@@ -77,6 +78,15 @@ def run_stage(module, parser: argparse.ArgumentParser, argv: list[str] | None = 
     except BrokenPipeError:  # `tinydnabert download --list | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # after BrokenPipeError, an OSError too
+        # A full disk where no atomic writer was around to say more (they raise DiskFullError, above):
+        # still one line and exit 2, not a 20-line traceback.
+        reason = disk_full_reason(e)
+        if reason is None:
+            raise
+        where = e.filename or os.getcwd()
+        eprint(f"error: {disk_full_error(where, reason, 'unknown MB', 'free some space, then run again')}")
+        return 2
 
 
 if __name__ == "__main__":

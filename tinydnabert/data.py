@@ -48,7 +48,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import formats
-from .common import InputError
+from .common import InputError, print0
 from .formats import BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_SPECIAL
 from .shards import read_shard
 
@@ -89,6 +89,9 @@ class DataConfig:
     val_batches: int = field(default=0, metadata={
         "help": "validation micro-batches per rank (0 = all full batches of DIR/val); "
                 "the same rows and masks at every evaluation"})
+    verify_shards: bool = field(default=True, metadata={
+        "help": "check every shard's sha256 against the manifest as a worker reads it (a few percent of a "
+                "worker's CPU, BENCHMARKS.md); sizes, sample/token counts and token ids are checked either way"})
 
     def __post_init__(self) -> None:
         if self.seq_len < 8:
@@ -139,6 +142,8 @@ class ShardInfo:
     index: int  # position in the manifest's shard list: the shard's id in every seed
     samples: int
     tokens: int  # ids without specials
+    bytes: int | None = None   # None: a manifest from before shards carried their size and sha256
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,9 +153,10 @@ class _Split:
     vocab_size: int
     tokenizer_sha256: str
     samples_per_shard: int | None
+    verify: bool = True  # check each shard's sha256 as it is read (DataConfig.verify_shards)
 
 
-def _load_split(data_dir: str | Path, split: str) -> _Split:
+def _load_split(data_dir: str | Path, split: str, verify: bool = True) -> _Split:
     manifest = formats.load_manifest(data_dir)
     mpath = Path(data_dir) / formats.MANIFEST
     try:
@@ -175,7 +181,8 @@ def _load_split(data_dir: str | Path, split: str) -> _Split:
     shards = []
     for i, e in enumerate(entries):
         try:
-            shards.append(ShardInfo(str(on_disk[e["name"]]), i, int(e["samples"]), int(e["tokens"])))
+            shards.append(ShardInfo(str(on_disk[e["name"]]), i, int(e["samples"]), int(e["tokens"]),
+                                    int(e["bytes"]) if "bytes" in e else None, e.get("sha256")))
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"{mpath}: splits.{split}.shards[{i}] lacks samples/tokens ({err}); "
                              f"re-run preprocess") from err
@@ -183,19 +190,37 @@ def _load_split(data_dir: str | Path, split: str) -> _Split:
         if size == 0 or size % 512:  # a tar file is whole 512-byte blocks: this one was cut short
             raise InputError(f"{shards[-1].path}: truncated shard ({size} bytes, not whole 512-byte tar "
                              f"blocks); re-run `tinydnabert preprocess`")
+        if shards[-1].bytes is not None and size != shards[-1].bytes:
+            raise InputError(f"{shards[-1].path}: truncated or replaced shard ({size:,} bytes, the manifest says "
+                             f"{shards[-1].bytes:,}); re-run `tinydnabert preprocess`")
+    if verify and any(s.sha256 is None for s in shards):
+        print0(f"note: {mpath} records no sha256 for {sum(s.sha256 is None for s in shards)} {split} shards (made "
+               f"by an older tinydnabert), so those are read unverified; re-run `tinydnabert preprocess` to add them")
     sps = (manifest.get("config") or {}).get("samples_per_shard")
-    return _Split(tuple(shards), vocab_size, sha, sps)
+    return _Split(tuple(shards), vocab_size, sha, sps, verify)
 
 
-def _read_checked(shard: ShardInfo) -> list[np.ndarray]:
-    """The shard's samples, checked against the manifest: the row counts that resume relies on
-    come from the manifest, so a shard that disagrees with it must not be used."""
-    ids = [s.ids for s in read_shard(shard.path, meta=False)]
+def _read_checked(shard: ShardInfo, vocab_size: int, verify: bool = True) -> list[np.ndarray]:
+    """The shard's samples, checked against the manifest: its sha256 and size (read_shard), then its
+    counts (the row counts that resume relies on come from the manifest, so a shard that disagrees with
+    it must not be used), then every token id. A flipped high bit gives an id past the vocabulary, which
+    the embedding would reject as a bare `IndexError: index out of range in self` naming no shard."""
+    samples = read_shard(shard.path, meta=False, sha256=shard.sha256 if verify else None, size=shard.bytes)
+    ids = [s.ids for s in samples]
     tokens = sum(len(a) for a in ids)
     if len(ids) != shard.samples or tokens != shard.tokens:
         raise InputError(f"{shard.path}: holds {len(ids)} samples / {tokens} tokens but the manifest says "
                          f"{shard.samples} / {shard.tokens}; the shard is truncated or stale, re-run "
                          f"`tinydnabert preprocess`")
+    # One pass over the concatenated ids (~1 ms for a 600k-token shard); per-sample only to name the bad one.
+    flat = np.concatenate(ids) if ids else np.empty(0, np.uint16)
+    if flat.size and (int(flat.min()) < NUM_SPECIAL or int(flat.max()) >= vocab_size):
+        for s in samples:
+            bad = s.ids[(s.ids < NUM_SPECIAL) | (s.ids >= vocab_size)]
+            if bad.size:
+                raise InputError(f"{shard.path}: sample {s.key!r} holds token id {int(bad[0])}, outside the "
+                                 f"vocabulary's content ids {NUM_SPECIAL}..{vocab_size - 1}: the shard is corrupt "
+                                 f"or was made with another tokenizer; re-run `tinydnabert preprocess`")
     return ids
 
 
@@ -278,7 +303,7 @@ def _group_rows(split: _Split, group: list[int], seq_len: int) -> int:
 def _train_group_rows(split: _Split, group: list[int], epoch: int, cfg: DataConfig
                       ) -> tuple[np.ndarray, np.ndarray]:
     """A group of train shards' masked rows in epoch `epoch`: the same arrays whenever it is read."""
-    ids = [a for i in group for a in _read_checked(split.shards[i])]
+    ids = [a for i in group for a in _read_checked(split.shards[i], split.vocab_size, split.verify)]
     rng = np.random.default_rng([cfg.seed, _TAG_TRAIN, epoch, *group])
     if cfg.shuffle:
         ids = [ids[i] for i in rng.permutation(len(ids))]
@@ -286,7 +311,7 @@ def _train_group_rows(split: _Split, group: list[int], epoch: int, cfg: DataConf
 
 
 def _val_shard_rows(split: _Split, shard: ShardInfo, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    ids = _read_checked(shard)
+    ids = _read_checked(shard, split.vocab_size, split.verify)
     rng = np.random.default_rng([cfg.seed, _TAG_VAL, shard.index])
     return mask_tokens(pack_rows(ids, cfg.seq_len), rng, split.vocab_size, cfg)
 
@@ -444,7 +469,7 @@ class TrainLoader:
         self.data_dir, self.cfg = Path(data_dir), cfg
         self.micro_batch_size, self.rank, self.world_size = micro_batch_size, rank, world_size
         check_tokenizer(data_dir)
-        self.split = _load_split(data_dir, "train")
+        self.split = _load_split(data_dir, "train", cfg.verify_shards)
         readers = world_size * max(1, cfg.num_workers)
         if len(self.split.shards) < readers:
             sps = self.split.samples_per_shard
@@ -565,7 +590,7 @@ class ValLoader:
         if not 0 <= rank < world_size:
             raise InputError(f"rank {rank} is outside world size {world_size}")
         check_tokenizer(data_dir)
-        self.split = _load_split(data_dir, "val")
+        self.split = _load_split(data_dir, "val", cfg.verify_shards)
         total = sum(rows_in_shard(s.samples, s.tokens, cfg.seq_len) for s in self.split.shards)
         if total < world_size:
             raise InputError(f"{Path(data_dir) / 'val'}: {total} packed {cfg.seq_len}-token rows, fewer than "

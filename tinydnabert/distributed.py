@@ -8,22 +8,54 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
+
+from .common import InputError
 
 LAUNCHER_VARS = ("RANK", "OMPI_COMM_WORLD_RANK")
 
 
 def bootstrap_env() -> None:
     """Started as `python launch/pretrain.py` (no launcher): one process. Without these variables
-    DeepSpeed would try MPI discovery and fail for want of mpi4py. A launcher's values are kept."""
+    DeepSpeed would try MPI discovery and fail for want of mpi4py. A launcher's values are kept.
+
+    The port is a free one, not a fixed 29500: a one-process run binds it for its process group's store,
+    so a second run on the same machine would die on EADDRINUSE."""
     if any(k in os.environ for k in LAUNCHER_VARS):
         return
-    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
-                 ("MASTER_PORT", "29500")):
+    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(k, v)
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(free_port())
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel picks it: bind to port 0). Another program could take
+    it in the ~second before the store binds it; among ~28k ephemeral ports, that is unlikely."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raise_on_every_rank(error: InputError | None) -> None:
+    """Every rank raises rank 0's `error` (pass None on the other ranks and when there is none): one
+    broadcast from rank 0, after the engine has set each rank's device. For what only rank 0 knows, such
+    as whether it holds the run directory's lock; rank 0 stopping alone would leave the others waiting
+    in their next collective until its timeout (30 min) or a launcher killing them (not across nodes)."""
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized() or tdist.get_world_size() == 1:
+        if error is not None:
+            raise error
+        return
+    box = [None if error is None else str(error)]
+    tdist.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        raise InputError(box[0])
 
 
 def world_size() -> int:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .common import InputError, data_dir, print0
+from .common import InputError, OutputLock, data_dir, disk_full_error, disk_full_reason, megabytes, print0
 from .config import add_dataclass_args, dataclass_from_args
 
 BASE_URL_ENV = "TINYDNABERT_DOWNLOAD_BASE_URL"
@@ -206,6 +206,14 @@ def _transfer(url: str, part: Path, cfg: DownloadConfig, log: Callable[[str], No
                     f.write(block)
                     if bar is not None:
                         bar.update(len(block))
+        except OSError as e:
+            reason = disk_full_reason(e)  # the errno only: a dropped connection is an OSError too
+            if reason is None:
+                raise
+            have = part.stat().st_size if part.exists() else 0
+            raise disk_full_error(part, reason, megabytes(total - have) if total is not None else "unknown MB",
+                                  f"the {have:,} bytes downloaded so far are kept: free some space and run the "
+                                  "same command again to resume") from e
         finally:
             if bar is not None:
                 bar.close()
@@ -247,8 +255,14 @@ def fetch_file(url: str, final: Path, cfg: DownloadConfig, expected_md5: str | N
     """The one HTTP client of the package: `url` into `final` through `final.part` (resumed with a Range
     request after a dropped connection, `cfg.retries` times), MD5-checked when `expected_md5` is given,
     renamed into place only when complete. Genome downloads and task files (`--data URL`) both use it."""
-    part = final.with_name(final.name + ".part")
     final.parent.mkdir(parents=True, exist_ok=True)
+    with OutputLock(final):  # two downloads appending to one .part file would interleave their bytes
+        return _fetch_locked(url, final, cfg, expected_md5, checksums_name, log)
+
+
+def _fetch_locked(url: str, final: Path, cfg: DownloadConfig, expected_md5: str | None, checksums_name: str,
+                  log: Callable[[str], None]) -> Path:
+    part = final.with_name(final.name + ".part")
     if cfg.overwrite and part.exists():
         part.unlink()
     log(f"downloading {url}\n        -> {final}")

@@ -29,7 +29,7 @@ from .model import ModelConfig, build_model
 def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write an HF directory for the checkpoint (a tag dir, or a run/checkpoints dir: its latest). Returns out_dir."""
     ckpt = checkpoint.resolve(checkpoint_dir)
-    marker = checkpoint.Marker.read(ckpt)
+    marker = checkpoint.check(ckpt)  # every file as its marker lists it, or an error naming an earlier one
     try:
         model_cfg = ModelConfig(**marker.model_config)
     except TypeError as e:

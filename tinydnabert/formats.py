@@ -1,7 +1,9 @@
 """The on-disk contract between preprocessing and training: shard layout, sample members, manifest.
 
     DIR/
-      manifest.json            inputs + checksums, resolved config, tokenizer hash, per-split/per-shard counts
+      manifest.json            inputs + checksums, resolved config, tokenizer hash, per-split/per-shard counts,
+                               and each shard's size ("bytes") and "sha256" (checked as it is read; older
+                               manifests without them are read unverified)
       tokenizer/               tokenizer.json (+ HF config files): AutoTokenizer.from_pretrained(DIR/tokenizer)
       train/shard-000000.tar   WebDataset shards, read with plain webdataset.WebDataset
       val/shard-000000.tar

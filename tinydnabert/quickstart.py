@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .common import InputError, atomic_write_json, data_dir, eprint
+from .common import InputError, OutputLock, atomic_write_json, data_dir, eprint
 from .config import add_dataclass_args, config_to_dict, dataclass_from_args
 
 # The checkout this package runs from (an editable install, README step 1): the quickstart runs the
@@ -539,7 +539,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        return Quickstart(dataclass_from_args(QuickstartConfig, args)).run()
+        cfg = dataclass_from_args(QuickstartConfig, args)
+        with OutputLock(Path(cfg.out), "--out"):  # a second quickstart into --out would remove this one's output
+            return Quickstart(cfg).run()
     except KeyboardInterrupt:
         eprint("interrupted; rerun the same command to start again (a quickstart output directory is replaced)")
         return 130

@@ -7,6 +7,8 @@ gid, user/group names, mode) is fixed, so the same samples give a byte-identical
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -61,7 +63,8 @@ def _member(name: str, data: bytes) -> bytes:
 
 
 def write_shard(path: str | Path, samples: Sequence[ShardSample], ids: Sequence[np.ndarray]) -> dict:
-    """Write one shard; returns {"name", "samples", "bases", "tokens"}."""
+    """Write one shard; returns {"name", "samples", "bases", "tokens", "bp_per_token", "bytes", "sha256"}:
+    the manifest's entry for it. The checksum is of the bytes in memory, so it costs no re-read."""
     path = Path(path)
     tokens = bases = 0
     parts: list[bytes] = []
@@ -79,7 +82,8 @@ def write_shard(path: str | Path, samples: Sequence[ShardSample], ids: Sequence[
     with open(path, "wb") as f:
         f.write(body)
     return {"name": path.name, "samples": len(samples), "bases": bases, "tokens": tokens,
-            "bp_per_token": round(bases / tokens, 4) if tokens else None}
+            "bp_per_token": round(bases / tokens, 4) if tokens else None,
+            "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
 
 
 class StoredSample(NamedTuple):
@@ -88,19 +92,38 @@ class StoredSample(NamedTuple):
     meta: dict | None  # the origin JSON; None when read with meta=False
 
 
-def read_shard(path: str | Path, meta: bool = True) -> list[StoredSample]:
-    """Every sample of one shard, in stored order, read with webdataset (what training streams through).
+def read_shard(path: str | Path, meta: bool = True, sha256: str | None = None,
+               size: int | None = None) -> list[StoredSample]:
+    """Every sample of one shard, in stored order, parsed with webdataset (what training streams through).
 
+    The file is read whole (a 4096-sample shard is ~8 MB) and, given the manifest's `size` and
+    `sha256`, checked before it is parsed: the tar format checksums only its headers, so a flipped bit
+    in a token id or a zeroed block would otherwise be read as data. hashlib's sha256 costs ~1-2 ms/MB
+    on the bytes already in memory (BENCHMARKS.md measures the loader with and without it).
     meta=False skips the JSON members unread (the training reader needs only the ids). Any failure
-    (truncated or corrupt tar, a sample without ids.u16, origin JSON that does not parse) is an
-    InputError naming the shard."""
+    (a checksum or size that differs, a truncated or corrupt tar, a sample without ids.u16, origin JSON
+    that does not parse) is an InputError naming the shard."""
     import webdataset as wds
 
-    out: list[StoredSample] = []
-    wanted = (IDS_MEMBER, META_MEMBER) if meta else (IDS_MEMBER,)
+    redo = "re-run `tinydnabert preprocess` to rewrite it (`tinydnabert verify DIR` lists every bad file)"
     try:
-        for sample in wds.tarfile_samples([{"url": str(path)}],
-                                          select_files=lambda name: name.endswith(tuple("." + m for m in wanted))):
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read shard ({e.strerror}); {redo}") from e
+    if size is not None and len(raw) != size:
+        raise InputError(f"{path}: {len(raw):,} bytes but the manifest says {size:,}: the shard was cut short, "
+                         f"extended or replaced after preprocessing; {redo}")
+    if sha256 is not None:
+        got = hashlib.sha256(raw).hexdigest()
+        if got != sha256:
+            raise InputError(f"{path}: sha256 {got[:12]}... differs from the manifest's {sha256[:12]}...: the "
+                             f"shard changed after preprocessing (a disk or copy error, or an edit); {redo}")
+    out: list[StoredSample] = []
+    wanted = tuple("." + m for m in ((IDS_MEMBER, META_MEMBER) if meta else (IDS_MEMBER,)))
+    try:
+        files = wds.tariterators.tar_file_expander([{"url": str(path), "stream": io.BytesIO(raw)}],
+                                                   select_files=lambda name: name.endswith(wanted))
+        for sample in wds.tariterators.group_by_keys(files):
             key = sample["__key__"]
             if IDS_MEMBER not in sample:
                 raise ValueError(f"sample {key!r} has no {IDS_MEMBER} member")
@@ -108,8 +131,7 @@ def read_shard(path: str | Path, meta: bool = True) -> list[StoredSample]:
             out.append(StoredSample(key, decode_ids(sample[IDS_MEMBER]), origin))
     except Exception as e:  # tarfile.ReadError, EOFError, ValueError (JSONDecodeError), ...
         detail = e.args[0] if e.args else e  # webdataset appends the stream and url to args
-        raise InputError(f"{path}: corrupt or truncated shard ({type(e).__name__}: {detail}); "
-                         f"re-run `tinydnabert preprocess` to rewrite it") from e
+        raise InputError(f"{path}: corrupt or truncated shard ({type(e).__name__}: {detail}); {redo}") from e
     return out
 
 

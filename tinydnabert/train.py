@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import torch
 
 from . import checkpoint, distributed, ds_config, metrics, rundir
-from .common import InputError, atomic_write_json, is_rank0, print0, rank
+from .common import InputError, OutputLock, atomic_write_json, is_rank0, print0, rank
 from .config import add_dataclass_args, config_to_dict, dataclass_from_args
 from .model import MaskedLMObjective, ModelConfig, build_model, count_parameters, flops_per_token
 
@@ -101,6 +101,7 @@ class Run:
     resolved_ds: dict[str, Any]
     resume_from: Path | None
     n_params: int
+    lock: OutputLock | None = None  # rank 0's lock on the run directory, held until the run ends
 
     @property
     def ckpt_root(self) -> Path:
@@ -138,6 +139,18 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
     distributed.set_cpu_threads()
     world_size, global_rank = distributed.world_size(), rank()
     run_dir = Path(cfg.out)
+    # One run per run directory (two would prune and overwrite each other's checkpoints). Rank 0 locks it
+    # before any process group exists; if it is in use, a lone process stops here, and with several ranks
+    # rank 0 carries on to the engine, where every rank raises its message at once (raise_on_every_rank):
+    # rank 0 stopping alone would leave the others waiting in a collective, on other nodes for 30 minutes.
+    lock, in_use = None, None
+    if global_rank == 0:
+        try:
+            lock = OutputLock(run_dir, "--out")
+        except InputError as e:
+            if world_size == 1:
+                raise
+            in_use = e
     ds = ds_config.load(ds_path)
     _, micro, _ = ds_config.check_batch_sizes(ds, world_size, where=str(ds_path))
     data_cfg = dataclasses.replace(data_cfg or data_mod.DataConfig(), seed=cfg.seed)
@@ -155,6 +168,7 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
     resume_from = None
     if cfg.resume:
         resume_from = checkpoint.resolve(ckpt_root if cfg.resume == "latest" else cfg.resume)
+        checkpoint.check(resume_from)  # every file as saved, on every rank, before any process group
     elif checkpoint.has_checkpoints(ckpt_root):
         raise InputError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
                          "or choose a new --out")
@@ -165,6 +179,8 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
         raise InputError(f"{ds_path}: remove tensorboard.output_path; events go to {run_dir / rundir.TB_DIR}")
     tb["output_path"] = str(run_dir / rundir.TB_DIR)
     tb.setdefault("job_name", "pretrain")
+    if in_use:
+        tb["enabled"] = False  # write no events file into the other run's directory
 
     # Same initial weights on every rank (DeepSpeed also broadcasts rank 0's), then a per-rank stream
     # for dropout so that ranks do not drop the same units.
@@ -180,6 +196,7 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
         print0(f"initialised from {init['path']} ({', '.join(init['files'])})")
     deepspeed.init_distributed()
     engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.parameters(), config=ds)
+    distributed.raise_on_every_rank(in_use)
     if cfg.compile:
         engine.compile()
     distributed.seed_rank(cfg.seed, engine.global_rank)
@@ -198,7 +215,7 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
                    "train_micro_batch_size_per_gpu": engine.train_micro_batch_size_per_gpu(),
                    "gradient_accumulation_steps": engine.gradient_accumulation_steps()}
     return Run(cfg, model_cfg, data_cfg, str(ds_path), engine, train_loader, val_loader, tokenizer_dir, run_dir,
-               max_steps, data_cfg.seq_len, configs, resolved_ds, resume_from, count_parameters(objective.net))
+               max_steps, data_cfg.seq_len, configs, resolved_ds, resume_from, count_parameters(objective.net), lock)
 
 
 def resume(run: Run) -> TrainState:
@@ -414,9 +431,13 @@ def pretrain(cfg: PretrainConfig, model_cfg: ModelConfig, ds_config_path: str,
 
     `data_cfg` is a tinydnabert.data.DataConfig (its seed is replaced by cfg.seed: one seed per run)."""
     run = setup(cfg, model_cfg, ds_config_path, data_cfg)
-    state = resume(run)
-    fit(run, state)
-    finalize(run, state)
+    try:
+        state = resume(run)
+        fit(run, state)
+        finalize(run, state)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
     return state
 
 

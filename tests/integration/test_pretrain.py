@@ -57,8 +57,10 @@ def free_port() -> int:
 
 
 def launcher_env() -> dict[str, str]:
-    # 2 ranks on a 2-core machine: one thread each, or they fight over the cores.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # 2 ranks on a 2-core machine: one thread each, or they fight over the cores. PYTHONPATH: the ranks
+    # import this checkout's tinydnabert, not whichever one `pip install -e` last pointed at.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
 def launch(launcher_args: list[str], args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
@@ -347,7 +349,8 @@ def test_corrupt_shard_under_the_launcher_fails_every_rank_without_hanging(tmp_p
         pytest.fail("launcher hung on a corrupt shard")
     log = (tmp_path / "log.txt").read_text()
     assert proc.returncode != 0
-    assert re.search(r"error: .*shard-\d{6}\.tar: corrupt or truncated shard", log), log[-3000:]
+    # the first bytes differ from those preprocess wrote: the shard's sha256 (manifest) catches it first
+    assert re.search(r"error: .*shard-\d{6}\.tar: sha256 \w+\.\.\. differs from the manifest", log), log[-3000:]
     assert not (tmp_path / "run" / "checkpoints" / "latest").exists()
 
 
