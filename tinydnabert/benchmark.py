@@ -88,19 +88,8 @@ def run_or_reuse(args: argparse.Namespace, task: Task, kind: str, out: Path, pro
         lr=args.lr, warmup_steps=args.warmup_steps, eval_every=args.eval_every, log_every=args.log_every,
         max_train_samples=args.max_train_samples, device=args.device, cache_dir=args.cache_dir,
         hub_revision=args.hub_revision, overwrite=True)
-    if (d / RESULTS).is_file():
-        done = json.loads((d / "config.json").read_text())["finetune"]
-        # a run saved before a key existed ran with its default (hub_revision: earlier runs read "main")
-        fields = FinetuneConfig.__dataclass_fields__
-        saved = {k: done[k] if k in done else fields[k].default for k in PROTOCOL_KEYS}
-        diff = {k: (saved[k], getattr(cfg, k)) for k in PROTOCOL_KEYS if saved[k] != getattr(cfg, k)}
-        if diff:
-            raise InputError(f"{d}: finished under other settings {diff} (saved, asked); use another --out "
-                             f"or delete that run directory")
-        print(f"[skip] {task.name} {kind}: already done ({d / RESULTS})", flush=True)
-        return json.loads((d / RESULTS).read_text())
-    print(f"[run ] {task.name} {kind} -> {d}", flush=True)
-    return run_finetune(cfg)
+    done = finished(d, "finetune", PROTOCOL_KEYS, cfg, f"{task.name} {kind}")
+    return done if done is not None else run_finetune(cfg)
 
 
 def probe_or_reuse(args: argparse.Namespace, task: Task, kind: str, out: Path) -> dict[str, Any]:
@@ -110,16 +99,26 @@ def probe_or_reuse(args: argparse.Namespace, task: Task, kind: str, out: Path) -
                       data=task_data_path(args, task),
                       seed=args.seed, seeds=args.seeds, max_train_samples=args.max_train_samples,
                       c_grid=args.probe_c_grid, device=args.device, cache_dir=args.cache_dir, overwrite=True)
-    if (d / RESULTS).is_file():
-        done = json.loads((d / "config.json").read_text())["probe"]
-        diff = {k: (done.get(k), getattr(cfg, k)) for k in PROBE_KEYS if done.get(k) != getattr(cfg, k)}
-        if diff:
-            raise InputError(f"{d}: finished under other settings {diff} (saved, asked); use another --out "
-                             f"or delete that run directory")
-        print(f"[skip] {task.name} probe {kind}: already done ({d / RESULTS})", flush=True)
-        return json.loads((d / RESULTS).read_text())
-    print(f"[run ] {task.name} probe {kind} -> {d}", flush=True)
-    return run_probe(cfg)
+    done = finished(d, "probe", PROBE_KEYS, cfg, f"{task.name} probe {kind}")
+    return done if done is not None else run_probe(cfg)
+
+
+def finished(d: Path, section: str, keys: tuple[str, ...], cfg: Any, label: str) -> dict[str, Any] | None:
+    """The results of a run already finished in `d` under the same settings (`keys` of its config), None if
+    there is none; a run finished under other settings is an error, so one table never mixes protocols."""
+    if not (d / RESULTS).is_file():
+        print(f"[run ] {label} -> {d}", flush=True)
+        return None
+    done = json.loads((d / "config.json").read_text())[section]
+    # a run saved before a key existed ran with its default (hub_revision: earlier runs read "main")
+    fields = type(cfg).__dataclass_fields__
+    saved = {k: done[k] if k in done else fields[k].default for k in keys}
+    diff = {k: (saved[k], getattr(cfg, k)) for k in keys if saved[k] != getattr(cfg, k)}
+    if diff:
+        raise InputError(f"{d}: finished under other settings {diff} (saved, asked); use another --out "
+                         f"or delete that run directory")
+    print(f"[skip] {label}: already done ({d / RESULTS})", flush=True)
+    return json.loads((d / RESULTS).read_text())
 
 
 def compare(row: dict[str, Any], s: dict[str, Any], o: dict[str, Any], sota: float | None) -> dict[str, Any]:

@@ -106,3 +106,12 @@ def rng_neutral(iterable: Iterable[Any]) -> Iterator[Any]:
         first = next(it)
     yield first
     yield from it
+
+
+def pick_device(name: str, who: str) -> torch.device:
+    """--device auto|cpu|cuda of the single-device stages (finetune, probe, embed): auto = cuda when visible."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"{who}: --device cuda but no GPU is visible; use --device cpu")
+    return torch.device(name)

@@ -156,16 +156,14 @@ def embed_sequences(model, tok, seqs: list[str], pooling: str = "mean", layer: i
 
 
 def run_embed(cfg: EmbedConfig) -> Path:
-    import torch
 
     out = Path(cfg.out)
     idx_path = index_path(out)
     if (out.exists() or idx_path.exists()) and not cfg.overwrite:
         raise InputError(f"{out}: already exists; pass --overwrite to replace it (and {idx_path.name})")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("embed: --device cuda but no GPU is visible; use --device cpu")
+    from .distributed import pick_device
+
+    device = pick_device(cfg.device, "embed")
     records = read_sequences(cfg.input)
     model, tok = load_encoder(cfg.model, device)
     vectors, tokens = embed_sequences(model, tok, [s for _, s in records], cfg.pooling, cfg.layer, cfg.batch_size,

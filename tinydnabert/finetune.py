@@ -435,10 +435,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     transformers.logging.disable_progress_bar()
     task = resolve_task(cfg)
     data: TaskData = load_task_data(task, cfg.data, cache_dir=cfg.cache_dir, revision=cfg.hub_revision)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("finetune: --device cuda but no GPU is visible; use --device cpu")
+    from .distributed import pick_device
+
+    device = pick_device(cfg.device, "finetune")
     label_names = [str(lab) for lab in data.labels]
     splits = task_splits(data, cfg.seed, cfg.val_fraction, cfg.validation, cfg.max_train_samples)
     (_, train_y), (_, val_y), (_, test_y) = splits.train, splits.val, splits.test

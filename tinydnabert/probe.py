@@ -126,8 +126,9 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     data = load_task_data(task, cfg.data, cache_dir=cfg.cache_dir)
     if "test" not in data.splits:
         raise InputError(f"{data.source}: no test split (found {sorted(data.splits)}); the probe reports test MCC")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    from .distributed import pick_device
+
+    device = pick_device(cfg.device, "probe")
     out = Path(cfg.out)
     with atomic_output_dir(out, overwrite=cfg.overwrite) as tmp, tempfile.TemporaryDirectory() as work:
         model_dir = (resolve_scratch_source(cfg.scratch_from, Path(work)) if cfg.model == "scratch"
