@@ -94,9 +94,9 @@ class Probe:
             setattr(train, name, self.uncounted(getattr(train, name)))
         real_step = train.train_step
 
-        def counting_step(engine, batches, gas, device, acc):
+        def counting_step(engine, batches, gas, device, acc, seed_dropout=None):
             self.micro += gas
-            return real_step(engine, batches, gas, device, acc)
+            return real_step(engine, batches, gas, device, acc, seed_dropout)
 
         train.train_step = counting_step
 

@@ -288,10 +288,34 @@ def load(engine, tag_dir: Path) -> tuple[Marker, dict[str, Any]]:
     """Engine state (weights, optimizer, LR schedule) and this rank's RNG from a complete checkpoint;
     returns its marker and the client state saved with it."""
     marker = Marker.read(tag_dir)
+    elastic = marker.world_size != engine.world_size
+    # Another world size: DeepSpeed 0.19's engine refuses to load ZeRO optimizer states saved by another
+    # data-parallel size, although its ZeRO-1/2 optimizer can re-partition them (elastic_checkpoint: each rank
+    # merges every rank's flat fp32 / Adam partitions and takes its new slice). So the engine loads the
+    # module, LR scheduler and client state, and the optimizer is handed all ranks' files itself.
     _, client = engine.load_checkpoint(str(tag_dir.parent), tag=tag_dir.name,
-                                       load_optimizer_states=True, load_lr_scheduler_states=True)
+                                       load_optimizer_states=not elastic, load_lr_scheduler_states=True)
     if client is None:
         raise InputError(f"{tag_dir}: DeepSpeed could not load this checkpoint; resume from an earlier one")
+    if elastic:
+        files = sorted(tag_dir.glob(OPTIM_STATES_GLOB), key=_zero_rank)
+        if len(files) != marker.world_size:
+            raise InputError(f"{tag_dir}: {len(files)} optimizer-state files for the {marker.world_size} ranks that "
+                             "saved it; the checkpoint is incomplete, use an earlier one")
+        # DeepSpeed's own reader: these files pickle its loss scaler, which the optimizer uses again.
+        states = _AllRanks(engine.checkpoint_engine.load(str(f), map_location="cpu")["optimizer_state_dict"]
+                           for f in files)
+        engine.optimizer.load_state_dict(states, load_optimizer_states=True, load_from_fp32_weights=True)
+    # An elastic checkpoint (ZeRO elastic_checkpoint, on any world size) restores the Adam moments and step but not
+    # the optimizer's param_groups, whose lr the LR scheduler set at the saved step; a fresh engine holds the
+    # schedule's step-0 lr (0 during warmup), so the first step after the resume would not move (measured: the
+    # loss 0.039 off the uninterrupted run's one step later). Set it from the restored scheduler.
+    if engine.lr_scheduler is not None:
+        for group, lr in zip(engine.optimizer.optimizer.param_groups, engine.lr_scheduler.get_lr()):
+            group["lr"] = lr
+        # No per-rank RNG to restore (rank r of M need not have a file): the loop seeds each micro-batch's
+        # dropout from (seed, step, slot) (distributed.seed_micro_batch), and nothing else draws from these RNGs.
+        return marker, client
     set_rng_state(torch.load(tag_dir / RNG_DIR / f"rank{engine.global_rank:05d}.pt", weights_only=True))
     return marker, client
 
@@ -326,7 +350,7 @@ def load_master_weights(tag_dir: Path, model_states: dict[str, Any] | None = Non
     alignment padding). Tied weights (`shared_params`: the LM decoder = the word embeddings) are filled from
     the parameter they share; buffers and frozen parameters come from the module, upcast."""
     states = model_states if model_states is not None else _load_model_states(tag_dir)
-    files = sorted(tag_dir.glob(OPTIM_STATES_GLOB), key=lambda f: int(f.name.split("zero_pp_rank_")[1].split("_")[0]))
+    files = sorted(tag_dir.glob(OPTIM_STATES_GLOB), key=_zero_rank)
     if not files:
         raise InputError(f"{tag_dir}: no DeepSpeed optimizer states ({OPTIM_STATES_GLOB}) to read the fp32 master "
                          "weights from; the checkpoint is incomplete, use an earlier one")
@@ -363,6 +387,22 @@ def load_master_weights(tag_dir: Path, model_states: dict[str, Any] | None = Non
         raise InputError(f"{tag_dir}: no fp32 master weights for {missing[:5]}; the checkpoint is not one "
                          "this version of tinydnabert wrote")
     return {k.removeprefix(OBJECTIVE_PREFIX): out[k] for k in module}
+
+
+class _AllRanks(list):
+    """Every saved rank's optimizer state, in rank order. DeepSpeed's ZeRO-1/2 loader merges all of them, and also
+    reads `states[its rank]` for what every rank saved alike (loss scaler, clipping, version, layout); resumed
+    on more ranks than saved, that rank has no file, so it is given rank 0's."""
+
+    def __getitem__(self, i):
+        if isinstance(i, int) and i >= len(self):
+            return super().__getitem__(0)
+        return super().__getitem__(i)
+
+
+def _zero_rank(path: Path) -> int:
+    """The data-parallel rank of a ZeRO optimizer-state file (..._zero_pp_rank_R_mp_rank_00_optim_states.pt)."""
+    return int(path.name.split("zero_pp_rank_")[1].split("_")[0])
 
 
 class _Opaque:

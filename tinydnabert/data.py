@@ -13,21 +13,23 @@ Packing: a 256-1024 bp segment is ~60-235 tokens at ~4.38 bp/token, so a 512-tok
 compute on padding (chr20, benchmarks/data_pipeline.py). Attention crosses segment boundaries inside
 a row (RoBERTa's FULL-SENTENCES packing); the <s> ... </s> around every segment mark where one ends.
 
-The stream is a pure function of (seed, epoch, shard group), which gives exact resume cheaply:
-  * epoch e: shard order = permutation(seed, e); rank r reads order[r::R] and its worker w reads
-    those[w::W] (the same slicing as webdataset.split_by_node / split_by_worker);
-  * a worker reads its shards `mix_shards` at a time (a group) and shuffles the group's samples
-    together: preprocessing writes shards in genome order, so one shard is one region (4096 samples
-    x ~640 bp = ~2.6 Mbp), and mixing 4 puts 4 regions into every micro-batch a worker makes;
-  * sample order = permutation(seed, e, group) and the mask is drawn from the same generator, so a
-    group's rows and masks are the same whenever it is read;
-  * the partial last row of each group is dropped, so a group yields exactly
-    floor((tokens + 2 * samples) / seq_len) rows, known from the manifest without reading it;
-  * each worker batches its own rows; torch's DataLoader takes batches from workers round-robin
-    (worker 0, 1, ..., W-1, 0, ...), so batch k of a rank is batch k // W of worker k % W.
-Hence the data position of a rank is one integer, "micro-batches consumed", and resuming at k
-skips whole groups (from manifest counts, unread) up to the one holding the next row.
-The train stream is infinite (epoch after epoch), so every rank always has a next batch and all
+The stream is one global sequence of rows, independent of the world size ("elastic determinism"):
+  * epoch e: shard order = permutation(seed, e), cut into groups of `mix_shards`; the epochs' groups follow
+    each other (global group g). Preprocessing writes shards in genome order, so one shard is one region
+    (4096 samples x ~640 bp = ~2.6 Mbp), and mixing 4 puts 4 regions into every group;
+  * sample order in a group = permutation(seed, e, group), the mask drawn from the same generator, the
+    partial last row dropped: a group's rows and masks are the same whenever it is read, and their number,
+    floor((tokens + 2 * samples) / seq_len), is known from the manifest without reading it;
+  * `lanes` (4) row streams: lane l is global groups l, l + lanes, l + 2 lanes, ... end to end, and global
+    row q is row q // lanes of lane q mod lanes. Optimizer step k is rows [k B, (k + 1) B), B = the global
+    batch; its B rows form B / micro slots (slot s: rows k B + s + i B / micro), and rank r's micro-step m is
+    slot m * R + r (Layout). Which rows make up step k, and how they group into micro-batches, never
+    depend on the world size; only which rank computes which slot does;
+  * a rank reads only the lanes its slots draw from (zero1.json on 1 GPU: slot m = lane m), and its DataLoader
+    worker w makes the rank's micro-batches j with j mod W == w (torch takes batches from workers round-robin).
+Hence the data position is the optimizer step: a rank at step k is at micro-batch k x gas, on any world size
+with the same global batch, and resuming skips whole groups (manifest counts, unread) in each lane.
+The train stream is infinite (lane after lane of groups), so every rank always has a next batch and all
 ranks run the same number of steps (uneven ranks would hang DDP); the trainer decides how many.
 
 Validation is a fixed set: the val shards in name order, unshuffled, masked with a fixed seed;
@@ -55,7 +57,7 @@ from .shards import read_shard
 # Tags that keep the random streams apart: the shard order of an epoch, a train shard's sample
 # order + mask, a val shard's mask.
 _TAG_ORDER, _TAG_TRAIN, _TAG_VAL = 0, 1, 2
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the global row stream (elastic); 1 was per rank
 
 
 @dataclass
@@ -70,10 +72,15 @@ class DataConfig:
         "help": "of the chosen tokens, the fraction replaced by a random non-special token "
                 "(the rest, 1 - mask - random, keep their token)"})
     num_workers: int = field(default=4, metadata={
-        "help": "DataLoader worker processes per rank (0 = in the training process). Each reads "
-                "its own shards, so world_size x max(1, num_workers) must not exceed the number "
-                "of train shards. A worker makes ~3.5M tokens per CPU-second, so 4 feed an H100 "
+        "help": "DataLoader worker processes per rank (0 = in the training process); worker w makes the "
+                "rank's micro-batches j with j mod workers = w, reading the lanes of their rows. Not part of "
+                "the stream: resume may change it. A worker makes ~3.5M tokens per CPU-second, so 4 feed an H100 "
                 "(~3.3M tokens/s at 45 percent MFU) with room to spare"})
+    lanes: int = field(default=4, metadata={
+        "help": "row streams the global batch is dealt from: global row q is row q // lanes of lane q mod lanes, and "
+                "lane l reads shard groups l, l + lanes, ... So a step's rows come from `lanes` groups, and a "
+                "rank reads only the lanes of its own rows (4 = one lane per micro-batch of a 128-row step at "
+                "micro 32). Part of the stream: resume needs the same value"})
     mix_shards: int = field(default=4, metadata={
         "help": "shards a worker reads together, shuffling their samples across them (shards are "
                 "contiguous genome regions; more = more diverse batches, more worker memory)"})
@@ -106,6 +113,8 @@ class DataConfig:
                              f"{self.random_replace_prob} exceed 1; the reference uses 0.8 + 0.1")
         if self.num_workers < 0:
             raise InputError(f"--num-workers {self.num_workers}: must be >= 0")
+        if self.lanes < 1:
+            raise InputError(f"--lanes {self.lanes}: must be >= 1")
         if self.mix_shards < 1:
             raise InputError(f"--mix-shards {self.mix_shards}: must be >= 1")
         if not 0 <= self.masked_per_row <= self.seq_len:
@@ -288,13 +297,6 @@ def shard_order(n_shards: int, seed: int, epoch: int, shuffle: bool) -> np.ndarr
     return np.random.default_rng([seed, _TAG_ORDER, epoch]).permutation(n_shards)
 
 
-def reader_shards(n_shards: int, seed: int, epoch: int, shuffle: bool,
-                  rank: int, world_size: int, worker: int, num_workers: int) -> list[int]:
-    """Shard indices read by (rank, worker) in an epoch: disjoint across all readers, covering all."""
-    order = shard_order(n_shards, seed, epoch, shuffle)
-    return [int(i) for i in order[rank::world_size][worker::num_workers]]
-
-
 def _group_rows(split: _Split, group: list[int], seq_len: int) -> int:
     return rows_in_shard(sum(split.shards[i].samples for i in group),
                          sum(split.shards[i].tokens for i in group), seq_len)
@@ -386,98 +388,204 @@ class _Batcher:
 
 # --------------------------------------------------------------------------- train
 
+def group_of(n_shards: int, g: int, cfg: DataConfig) -> tuple[int, list[int]]:
+    """(epoch, shard indices) of global group g: the groups of an epoch are its shard order cut into
+    runs of `mix_shards`, and the epochs follow each other (group g is epoch g // groups_per_epoch)."""
+    per_epoch = -(-n_shards // cfg.mix_shards)
+    epoch, i = divmod(g, per_epoch)
+    order = shard_order(n_shards, cfg.seed, epoch, cfg.shuffle)
+    return epoch, [int(x) for x in order[i * cfg.mix_shards:(i + 1) * cfg.mix_shards]]
+
+
+def lane_groups(n_shards: int, lane: int, cfg: DataConfig) -> Iterator[tuple[int, list[int]]]:
+    """The groups of one lane, in order: global groups lane, lane + lanes, lane + 2 lanes, ..."""
+    g = lane
+    while True:
+        yield group_of(n_shards, g, cfg)
+        g += cfg.lanes
+
+
+class _Lane:
+    """One lane of the global row stream, read forward: its groups' rows end to end, lane position t = the
+    t-th row. Groups wholly before the first position asked for are skipped unread (manifest row counts);
+    the group after the one being served is read in the background (`pool`), as a group of 4 shards takes
+    ~0.5 s of CPU: read in line, the worker would stall the trainer for that long."""
+
+    def __init__(self, split: _Split, cfg: DataConfig, lane: int, first: int, pool: ThreadPoolExecutor) -> None:
+        self.split, self.cfg, self.pool = split, cfg, pool
+        self.groups = lane_groups(len(split.shards), lane, cfg)
+        self.end = 0            # lane position after the last group taken from `groups`
+        self.loaded: list[tuple[int, int, Any]] = []  # (start, end, future of (ids, labels)), in order
+        empty = 0
+        while True:  # skip to the group holding `first`
+            epoch, group = next(self.groups)
+            n = _group_rows(split, group, cfg.seq_len)
+            if self.end + n > first:
+                self._submit(epoch, group, n)
+                break
+            self.end += n
+            empty = empty + 1 if n == 0 else 0
+            if empty > len(split.shards):
+                raise _too_small(split, cfg)
+
+    def _submit(self, epoch: int, group: list[int], n: int) -> None:
+        self.loaded.append((self.end, self.end + n, self.pool.submit(_train_group_rows, self.split, group,
+                                                                     epoch, self.cfg)))
+        self.end += n
+
+    def _take_next(self) -> None:
+        empty = 0
+        while True:
+            epoch, group = next(self.groups)
+            n = _group_rows(self.split, group, self.cfg.seq_len)
+            if n:
+                return self._submit(epoch, group, n)
+            empty += 1
+            if empty > len(self.split.shards):
+                raise _too_small(self.split, self.cfg)
+
+    def rows(self, pos: np.ndarray, keep_from: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows at lane positions `pos` (increasing): (ids, labels). `keep_from`: no later call asks for a
+        position before it (the slots of a step interleave, so positions only rise from step to step),
+        so groups that end there are dropped."""
+        while self.loaded[0][1] <= keep_from:
+            self.loaded.pop(0)
+            if not self.loaded:
+                self._take_next()
+        while self.loaded[-1][1] <= pos[-1]:
+            self._take_next()
+        if self.loaded[-1][0] <= pos[-1]:
+            self._take_next()  # the group after the last one in use, read while this one is served
+        ids, labels = [], []
+        for start, end, fut in self.loaded:
+            here = pos[(pos >= start) & (pos < end)]
+            if len(here):
+                a, b = fut.result()  # re-raises the reader's InputError here
+                ids.append(a[here - start])
+                labels.append(b[here - start])
+        return np.concatenate(ids), np.concatenate(labels)
+
+
+def _too_small(split: _Split, cfg: DataConfig) -> InputError:
+    return InputError(f"{Path(split.shards[0].path).parent}: the shards of a lane hold less than one "
+                      f"{cfg.seq_len}-token row; re-run preprocess with a larger --samples-per-shard, use a smaller "
+                      f"--seq-len or fewer --lanes")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Who takes which rows of the global row stream: row q (counted over the whole run) is row q // lanes of
+    lane q % lanes; optimizer step k is rows [k B, (k + 1) B) (B = global batch), whatever the world size.
+    The step's B rows form N = B / micro slots: slot s holds rows k B + s + i N, i < micro (the same rows for
+    any world size with this micro batch); rank r's micro-step m is slot m * world + r. So the rows of a step,
+    and how they are grouped into micro-batches, are a function of the step alone; only which rank computes
+    which slot depends on the world size."""
+
+    global_batch: int
+    micro: int
+    world_size: int
+    rank: int
+    lanes: int
+
+    @property
+    def gas(self) -> int:
+        return self.global_batch // (self.micro * self.world_size)
+
+    @property
+    def slots(self) -> int:
+        return self.global_batch // self.micro
+
+    def slot(self, m: int) -> int:
+        """The slot of this rank's micro-step m: m x world + rank, so with lanes a multiple of the world size
+        (4 lanes on 1, 2 or 4 ranks) each rank draws from its own lanes and no two ranks read the same group."""
+        return m * self.world_size + self.rank
+
+    def micro_batch(self, j: int) -> tuple[int, int]:
+        """(step, slot) of this rank's j-th micro-batch."""
+        k, m = divmod(j, self.gas)
+        return k, self.slot(m)
+
+    def rows(self, j: int) -> np.ndarray:
+        """Global row numbers of this rank's j-th micro-batch: [micro]."""
+        k, s = self.micro_batch(j)
+        return k * self.global_batch + s + self.slots * np.arange(self.micro, dtype=np.int64)
+
+    def rank_lanes(self) -> list[int]:
+        """The lanes this rank's slots draw from (the pattern repeats every `lanes` steps)."""
+        return sorted({int(q) % self.lanes for k in range(self.lanes) for m in range(self.gas)
+                       for q in self.rows(k * self.gas + m)})
+
+
 class _TrainStream(IterableDataset):
     """One rank's infinite stream of micro-batches, starting at micro-batch `start_batch`."""
 
-    def __init__(self, split: _Split, cfg: DataConfig, batch_size: int, rank: int, world_size: int,
-                 start_batch: int) -> None:
-        self.split, self.cfg, self.batch_size = split, cfg, batch_size
-        self.rank, self.world_size, self.start_batch = rank, world_size, start_batch
+    def __init__(self, split: _Split, cfg: DataConfig, layout: Layout, start_batch: int) -> None:
+        self.split, self.cfg, self.layout, self.start_batch = split, cfg, layout, start_batch
 
     def __iter__(self) -> Iterator[Any]:
         wid, n_workers = _worker()
         # The DataLoader asks worker 0 first, but the rank's batch `start_batch` belongs to worker
         # start_batch % W of the uninterrupted run: so DataLoader worker `wid` plays that role.
         logical = (wid + self.start_batch) % n_workers
-        skip_batches = max(0, -(-(self.start_batch - logical) // n_workers))  # batches b < start, b % W == logical
-        yield from _forward_errors(self._batches(logical, n_workers, skip_batches * self.batch_size))
+        first = self.start_batch + (logical - self.start_batch) % n_workers  # first j >= start, j % W == logical
+        yield from _forward_errors(self._batches(first, n_workers))
 
-    def _batches(self, worker: int, n_workers: int, skip_rows: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches from the worker's groups; the next group is read in a thread while this one is
-        served. A group (4 shards x 4096 samples, ~2.4M tokens) takes ~0.5 s of CPU to read (4.4M
-        tokens/CPU-s); read in line, the worker would hand out nothing for that long and stall the
-        trainer."""
-        def load(item: tuple[int, list[int], int]) -> tuple[np.ndarray, np.ndarray]:
-            epoch, group, first_row = item
-            ids, labels = _train_group_rows(self.split, group, epoch, self.cfg)
-            return ids[first_row:], labels[first_row:]
-
-        plan = self._plan(worker, n_workers, skip_rows)
-        batcher = _Batcher(self.batch_size)
+    def _batches(self, first: int, stride: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Micro-batches first, first + stride, ... of the rank; each lane is opened where the first of
+        them needs it, so a worker reads only the lanes of its own slots."""
+        lay, seq_len = self.layout, self.cfg.seq_len
         pool = ThreadPoolExecutor(1, thread_name_prefix="tinydnabert-read")
+        lanes: dict[int, _Lane] = {}
         try:
-            ahead = pool.submit(load, next(plan))
+            j = first
             while True:
-                current = ahead.result()  # re-raises the reader's InputError here
-                ahead = pool.submit(load, next(plan))
-                yield from batcher.add(*current)
+                q = lay.rows(j)
+                lane, pos = q % lay.lanes, q // lay.lanes
+                keep_from = lay.micro_batch(j)[0] * lay.global_batch // lay.lanes  # this step's first row
+                ids = np.empty((lay.micro, seq_len), np.int32)
+                labels = np.empty((lay.micro, seq_len), np.int32)
+                for ln in np.unique(lane):
+                    sel = lane == ln
+                    if int(ln) not in lanes:
+                        lanes[int(ln)] = _Lane(self.split, self.cfg, int(ln), keep_from, pool)
+                    ids[sel], labels[sel] = lanes[int(ln)].rows(pos[sel], keep_from)
+                yield _batch(ids, labels)
+                j += stride
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-
-    def _plan(self, worker: int, n_workers: int, skip_rows: int) -> Iterator[tuple[int, list[int], int]]:
-        """(epoch, group of shard indices, first row to use) of every group the worker reads, in
-        order, from its resume point on: groups wholly before it are skipped unread."""
-        cfg, shards = self.cfg, self.split.shards
-        epoch = 0
-        while True:
-            mine = reader_shards(len(shards), cfg.seed, epoch, cfg.shuffle,
-                                 self.rank, self.world_size, worker, n_workers)
-            groups = [mine[i:i + cfg.mix_shards] for i in range(0, len(mine), cfg.mix_shards)]
-            if sum(_group_rows(self.split, g, cfg.seq_len) for g in groups) == 0:
-                raise InputError(f"{Path(shards[mine[0]].path).parent}: the shards of reader rank {self.rank} "
-                                 f"worker {worker} hold less than one {cfg.seq_len}-token row; re-run "
-                                 f"preprocess with a larger --samples-per-shard or use a smaller --seq-len")
-            for group in groups:
-                n = _group_rows(self.split, group, cfg.seq_len)
-                if skip_rows >= n:  # resume: skip the whole group unread
-                    skip_rows -= n
-                    continue
-                yield epoch, group, skip_rows
-                skip_rows = 0
-            epoch += 1
 
 
 class TrainLoader:
     """Infinite iterable of micro-batches for one rank; remembers how many it has handed out.
 
-        loader = build_train_loader(DIR, cfg, micro_batch_size=32, rank=r, world_size=R)
+        loader = build_train_loader(DIR, cfg, micro_batch_size=32, rank=r, world_size=R, global_batch=128)
         it = iter(loader)
         batch = next(it)              # {"input_ids", "labels", "attention_mask"}: [32, 512] int64
         state = loader.state_dict()   # save with the checkpoint
-        ... later: loader.load_state_dict(state); it = iter(loader)  # continues exactly
+        ... later, with any world size of the same global batch:
+        loader.load_state_dict(state); it = iter(loader)  # continues with the same rows per step
 
     Each iter() starts DataLoader workers at the current position; keep one iterator at a time.
     """
 
     def __init__(self, data_dir: str | Path, cfg: DataConfig, micro_batch_size: int,
                  rank: int = 0, world_size: int = 1, start_batch: int = 0,
-                 pin_memory: bool | None = None) -> None:
+                 pin_memory: bool | None = None, global_batch: int | None = None) -> None:
         if micro_batch_size < 1:
             raise InputError(f"micro batch size {micro_batch_size}: must be >= 1")
         if not 0 <= rank < world_size:
             raise InputError(f"rank {rank} is outside world size {world_size}")
+        global_batch = global_batch or micro_batch_size * world_size
+        if global_batch % (micro_batch_size * world_size):
+            raise InputError(f"global batch {global_batch} is not a multiple of micro {micro_batch_size} x "
+                             f"{world_size} ranks")
         self.data_dir, self.cfg = Path(data_dir), cfg
         self.micro_batch_size, self.rank, self.world_size = micro_batch_size, rank, world_size
+        self.layout = Layout(global_batch, micro_batch_size, world_size, rank, cfg.lanes)
         check_tokenizer(data_dir)
         self.split = _load_split(data_dir, "train", cfg.verify_shards)
-        readers = world_size * max(1, cfg.num_workers)
-        if len(self.split.shards) < readers:
-            sps = self.split.samples_per_shard
-            raise InputError(
-                f"{self.data_dir / 'train'}: {len(self.split.shards)} shards for world_size {world_size} x "
-                f"{max(1, cfg.num_workers)} workers = {readers} readers; each reader needs its own shards. "
-                f"Re-run `tinydnabert preprocess` with a smaller --samples-per-shard"
-                + (f" (now {sps})" if sps else "") + " or use fewer --num-workers")
+        if self.rows_per_epoch() < 1:
+            raise _too_small(self.split, cfg)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self._position = start_batch
 
@@ -495,9 +603,16 @@ class TrainLoader:
         s = self.split.shards
         return rows_in_shard(sum(x.samples for x in s), sum(x.tokens for x in s), self.cfg.seq_len)
 
+    def epoch0_shards(self) -> list[str]:
+        """Names of the shards this rank's lanes read in their first pass over the groups of epoch 0."""
+        n = len(self.split.shards)
+        lanes = set(self.layout.rank_lanes())
+        per_epoch = -(-n // self.cfg.mix_shards)
+        return sorted({Path(self.split.shards[i].path).name for g in range(per_epoch) if g % self.cfg.lanes in lanes
+                       for i in group_of(n, g, self.cfg)[1]})
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        stream = _TrainStream(self.split, self.cfg, self.micro_batch_size, self.rank, self.world_size,
-                              start_batch=self._position)
+        stream = _TrainStream(self.split, self.cfg, self.layout, start_batch=self._position)
         nw = self.cfg.num_workers
         # prefetch 4 batches per worker: 4 x 512 KiB of shared memory each
         loader = DataLoader(stream, batch_size=None, num_workers=nw, prefetch_factor=4 if nw else None,
@@ -508,10 +623,11 @@ class TrainLoader:
             yield batch
 
     def _stream_identity(self) -> dict[str, Any]:
-        # Everything that decides which batch is the k-th one.
+        # Everything that decides which rows make up step k (not the world size or the workers: they only
+        # decide who computes which slot).
         c = self.cfg
-        return {"version": STATE_VERSION, "micro_batch_size": self.micro_batch_size,
-                "world_size": self.world_size, "readers_per_rank": max(1, c.num_workers),
+        return {"version": STATE_VERSION, "global_batch": self.layout.global_batch,
+                "micro_batch_size": self.micro_batch_size, "lanes": c.lanes,
                 "seed": c.seed, "shuffle": c.shuffle, "mix_shards": c.mix_shards, "seq_len": c.seq_len,
                 "mlm_probability": c.mlm_probability, "mask_replace_prob": c.mask_replace_prob,
                 "random_replace_prob": c.random_replace_prob, "masked_per_row": c.masked_per_row,
@@ -519,24 +635,40 @@ class TrainLoader:
                 "tokenizer_sha256": self.split.tokenizer_sha256}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"batches_consumed": self._position, **self._stream_identity()}
+        return {"batches_consumed": self._position, "world_size": self.world_size,
+                "steps_consumed": self._position / self.layout.gas, **self._stream_identity()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a saved position; refuses a state from a differently-defined stream."""
+        """Continue from a saved position, on this world size; refuses a state from a differently-defined
+        stream, and one saved in the middle of a step by another world size."""
+        if state.get("version", 1) < STATE_VERSION:
+            raise InputError("this checkpoint's data position is in the per-rank stream of tinydnabert before "
+                             "elastic resume (data state version 1), which the current stream cannot continue; "
+                             "resume it with that version of tinydnabert (git log: before 'elastic resume'), or "
+                             "start a new run (--init-from an export of it keeps the weights)")
         mine = self._stream_identity()
         state = {"masked_per_row": 0, **state}  # states saved before the field existed had no cap
         diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
         if diff:
             detail = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
             raise InputError(f"cannot resume the data stream exactly: {detail}. Resume with the saved data "
-                             f"settings (num_workers, seed, micro batch, world size) and the same shards")
-        self._position = int(state["batches_consumed"])
+                             f"settings (seed, lanes, mix, micro and global batch) and the same shards")
+        if state["world_size"] == self.world_size:
+            self._position = int(state["batches_consumed"])
+            return
+        steps = float(state["steps_consumed"])
+        if steps != int(steps):
+            raise InputError(f"the saved data position ({state['batches_consumed']} micro-batches per rank) is "
+                             f"inside an optimizer step; only a step boundary can move to another world size")
+        self._position = int(steps) * self.layout.gas
 
 
 def build_train_loader(data_dir: str | Path, cfg: DataConfig, micro_batch_size: int,
-                       rank: int = 0, world_size: int = 1, start_batch: int = 0) -> TrainLoader:
-    """The rank's infinite, resumable stream of packed, masked micro-batches over DIR/train."""
-    return TrainLoader(data_dir, cfg, micro_batch_size, rank, world_size, start_batch)
+                       rank: int = 0, world_size: int = 1, start_batch: int = 0,
+                       global_batch: int | None = None) -> TrainLoader:
+    """The rank's infinite, resumable stream of packed, masked micro-batches over DIR/train (global batch:
+    rows per optimizer step of all ranks together; default micro x world, i.e. no accumulation)."""
+    return TrainLoader(data_dir, cfg, micro_batch_size, rank, world_size, start_batch, global_batch=global_batch)
 
 
 # --------------------------------------------------------------------------- validation

@@ -78,6 +78,14 @@ def seed_rank(seed: int, global_rank: int) -> None:
         seed_fn(seed + 1000 + global_rank)
 
 
+def seed_micro_batch(seed: int, step: int, slot: int) -> None:
+    """Dropout of a micro-batch drawn from (seed, step, slot) alone: the slot is the micro-batch's place in the
+    global batch (data.Layout), so its dropout masks are the same whichever rank
+    computes it, and a run resumed on another world size drops the same units as the uninterrupted one.
+    Seeding costs ~10 us per micro-batch and no device sync (torch.manual_seed seeds CUDA lazily)."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, 1000, step, slot]).generate_state(1)[0]))
+
+
 def rng_state() -> dict[str, Any]:
     """Every RNG this rank draws from, as tensors/ints (loadable with torch.load(weights_only=True))."""
     np_state = np.random.get_state()

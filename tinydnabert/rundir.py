@@ -27,6 +27,7 @@ TB_DIR = "tensorboard"
 EXPORT_DIR = "export"
 FINAL_LOGITS = "final_logits.pt"
 RANKS_DIR = "ranks"
+ROWS_DIR = "rows"  # --log-rows: per-rank (step, slot, checksum) of every micro-batch
 PACKAGES = ("torch", "deepspeed", "transformers", "tokenizers", "webdataset", "numpy", "tinydnabert")
 
 
@@ -68,3 +69,7 @@ def write_bundle(run_dir: Path, configs: dict[str, Any], ds_config: dict[str, An
 
 def rank_report_path(run_dir: Path, global_rank: int) -> Path:
     return run_dir / RANKS_DIR / f"rank{global_rank:05d}.json"
+
+
+def rows_log_path(run_dir: Path, global_rank: int) -> Path:
+    return run_dir / ROWS_DIR / f"rank{global_rank:05d}.tsv"

@@ -57,6 +57,9 @@ class PretrainConfig:
     init_from: str = field(default="", metadata={
         "help": "continued pretraining: start from this export's weights (ours, or an HF RoBERTa masked-LM of the "
                 "same shape whose tokenizer is the shards'); the LR schedule and data start from step 0"})
+    log_rows: bool = field(default=False, metadata={
+        "help": "debug: append step, slot and a checksum of every micro-batch's rows to RUN/rows/rankNNNNN.tsv "
+                "(a sha1 of each micro-batch on the host; tests compare runs on different world sizes with it)"})
     resume: str = field(default="", metadata={"help": "checkpoint to resume", "cli": False})
 
     def __post_init__(self) -> None:
@@ -152,12 +155,13 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
                 raise
             in_use = e
     ds = ds_config.load(ds_path)
-    _, micro, _ = ds_config.check_batch_sizes(ds, world_size, where=str(ds_path))
+    global_batch, micro, _ = ds_config.check_batch_sizes(ds, world_size, where=str(ds_path))
     data_cfg = dataclasses.replace(data_cfg or data_mod.DataConfig(), seed=cfg.seed)
 
     # Shards, manifest and tokenizer are checked (by the loaders' constructors) before any process group
     # exists, so bad input is the same error on every rank rather than a hang in the first collective.
-    train_loader = data_mod.build_train_loader(cfg.data, data_cfg, micro, global_rank, world_size)
+    train_loader = data_mod.build_train_loader(cfg.data, data_cfg, micro, global_rank, world_size,
+                                               global_batch=global_batch)
     val_loader = data_mod.build_val_loader(cfg.data, data_cfg, micro, global_rank, world_size)
     tokenizer_dir = Path(cfg.data) / TOKENIZER_DIR
     model_cfg = model_cfg.with_tokenizer(load_tokenizer(tokenizer_dir))
@@ -224,9 +228,20 @@ def resume(run: Run) -> TrainState:
         return TrainState()
     engine, where = run.engine, run.resume_from
     marker = checkpoint.Marker.read(where)
+    if marker.global_batch != run.global_batch:
+        raise InputError(f"{where}: saved with a global batch of {marker.global_batch} rows, resuming with "
+                         f"{run.global_batch}; set train_batch_size {marker.global_batch} in {run.ds_path}")
     if marker.world_size != engine.world_size:
-        raise InputError(f"{where}: saved by {marker.world_size} ranks, resuming with "
-                         f"{engine.world_size}; exact resume needs the same number of ranks")
+        # Other hardware: the data position is a global step (data.py), dropout is seeded per slot, and
+        # DeepSpeed's elastic ZeRO-1 checkpoint re-partitions the optimizer state (checkpoint.py).
+        for name, ds in (("the checkpoint", marker.ds_config), (run.ds_path, run.resolved_ds)):
+            if not (ds.get("zero_optimization") or {}).get("elastic_checkpoint"):
+                raise InputError(f"{where}: saved by {marker.world_size} ranks, resuming with {engine.world_size}, "
+                                 f"but {name} lacks \"zero_optimization\": {{\"elastic_checkpoint\": true}}, "
+                                 f"without which DeepSpeed cannot re-partition the optimizer state; resume "
+                                 f"with {marker.world_size} ranks")
+        print0(f"resuming a {marker.world_size}-rank checkpoint on {engine.world_size} ranks: same global batch "
+               f"and rows per step, optimizer state re-partitioned")
     if marker.model_config != config_to_dict(run.model_cfg):
         raise InputError(f"{where}: saved model config {marker.model_config} differs from this "
                          f"launch's {config_to_dict(run.model_cfg)}; resume with the same model flags")
@@ -258,11 +273,14 @@ def announce(run: Run, state: TrainState, peak: float, peak_src: str) -> None:
 
 
 def train_step(engine, batches: Iterator[dict[str, torch.Tensor]], gas: int, device: torch.device,
-               acc: torch.Tensor) -> float:
+               acc: torch.Tensor, seed_dropout=None) -> float:
     """One optimizer step = `gas` micro-batches. Adds (loss, n_correct, n_masked) into the device-side
-    accumulator `acc` [3] without syncing. Returns the seconds spent waiting for data."""
+    accumulator `acc` [3] without syncing. `seed_dropout(m)`, if given, seeds micro-step m's dropout.
+    Returns the seconds spent waiting for data."""
     wait = 0.0
-    for _ in range(gas):
+    for m in range(gas):
+        if seed_dropout is not None:
+            seed_dropout(m)
         t0 = time.perf_counter()
         batch = next(batches)
         wait += time.perf_counter() - t0
@@ -290,9 +308,14 @@ def fit(run: Run, state: TrainState) -> None:
                desc="pretrain", file=sys.stderr)
     log = functools.partial(log_interval, run, state, meter, writer, bar, peak)
     cfg, batches = run.cfg, distributed.rng_neutral(run.train_loader)
+    if cfg.log_rows:
+        batches = _logging_rows(batches, run)
     run.engine.train()
+    slot = run.train_loader.layout.slot  # micro-step m of this rank -> its place in the global batch
     while state.step < run.max_steps:
-        meter.data_wait += train_step(run.engine, batches, run.gas, run.device, meter.acc)
+        def dropout(m: int, step: int = state.step) -> None:
+            distributed.seed_micro_batch(cfg.seed, step, slot(m))
+        meter.data_wait += train_step(run.engine, batches, run.gas, run.device, meter.acc, dropout)
         state.step += 1
         state.tokens_seen += run.tokens_per_step
         meter.steps += 1
@@ -315,6 +338,23 @@ def fit(run: Run, state: TrainState) -> None:
         log()
         save(run, state)
     writer.close()
+
+
+def _logging_rows(batches: Iterator[dict[str, torch.Tensor]], run: Run) -> Iterator[dict[str, torch.Tensor]]:
+    """--log-rows: pass the batches on, appending "step slot sha1" of each to RUN/rows/rankNNNNN.tsv (step as
+    the console counts it, from 1; a resumed run appends, so the last line of a (step, slot) is the latest)."""
+    import hashlib
+
+    path = rundir.rows_log_path(run.run_dir, run.engine.global_rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layout = run.train_loader.layout
+    with path.open("a") as f:
+        for j, batch in enumerate(batches, run.train_loader.batches_consumed):
+            step, slot = layout.micro_batch(j)
+            digest = hashlib.sha1(batch["input_ids"].numpy().tobytes() + batch["labels"].numpy().tobytes())
+            f.write(f"{step + 1}\t{slot}\t{digest.hexdigest()[:16]}\n")
+            f.flush()
+            yield batch
 
 
 def log_interval(run: Run, state: TrainState, meter: metrics.IntervalMeter, writer: metrics.RankZeroWriter,
@@ -395,14 +435,9 @@ def _evaluate(engine, val_loader, device: torch.device) -> dict[str, float]:
 def finalize(run: Run, state: TrainState) -> None:
     import deepspeed.comm as dist
 
-    from . import data as data_mod
-
-    engine, data_cfg = run.engine, run.data_cfg
+    engine = run.engine
     # What this rank did, to check multi-rank / multi-node runs: same step and weights, disjoint shards.
-    n_workers = max(1, data_cfg.num_workers)
-    shards = run.train_loader.split.shards
-    epoch0 = sorted({Path(shards[i].path).name for w in range(n_workers) for i in data_mod.reader_shards(
-        len(shards), data_cfg.seed, 0, data_cfg.shuffle, engine.global_rank, engine.world_size, w, n_workers)})
+    epoch0 = run.train_loader.epoch0_shards()
     atomic_write_json(rundir.rank_report_path(run.run_dir, engine.global_rank), {
         "rank": engine.global_rank, "world_size": engine.world_size, "hostname": platform.node(),
         "step": state.step, "batches_consumed": run.train_loader.batches_consumed, "tokens_seen": state.tokens_seen,

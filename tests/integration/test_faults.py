@@ -34,7 +34,7 @@ from test_pretrain import MODEL_FLAGS, free_port, launch, tiny_ds_config  # test
 
 from tinydnabert import cli, formats
 from tinydnabert.common import InputError
-from tinydnabert.data import DataConfig, build_train_loader, reader_shards
+from tinydnabert.data import DataConfig, build_train_loader, group_of
 
 REPO = Path(__file__).resolve().parents[2]
 HG38 = "hg38_chr2_1-2333275.fa.gz"
@@ -223,9 +223,13 @@ def test_id_past_the_vocabulary_names_shard_and_sample(shards, capsys):
 @pytest.mark.timeout(300)
 def test_flipped_bit_under_the_launcher_stops_every_rank(tmp_path, shards, ds):
     """One bad shard, read only by rank 1: rank 1 exits 2 naming it, and rank 0 does not hang."""
-    n = len(formats.shard_paths(shards, "train"))
-    first_of_rank1 = reader_shards(n, 0, 0, True, rank=1, world_size=2, worker=0, num_workers=1)[0]
-    shard = formats.shard_paths(shards, "train")[first_of_rank1]
+    rank1 = build_train_loader(shards, DataConfig(seq_len=128, num_workers=1), micro_batch_size=4, rank=1,
+                               world_size=2, global_batch=16)  # the tiny ds config: 16 = 4 x 2 x 2 ranks
+    rank0_lanes = build_train_loader(shards, DataConfig(seq_len=128), 4, 0, 2, global_batch=16).layout.rank_lanes()
+    lane = rank1.layout.rank_lanes()[0]
+    assert lane not in rank0_lanes
+    _, first_group = group_of(len(rank1.split.shards), lane, rank1.cfg)  # read at rank 1's first step
+    shard = formats.shard_paths(shards, "train")[first_group[0]]
     ids = next(m for m in members(shard) if m.name.endswith(".ids.u16"))
     flip(shard, ids.offset_data + 2, 0)
     proc = launch(["--num_gpus", "2", "--master_port", str(free_port())],

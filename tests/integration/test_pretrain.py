@@ -355,17 +355,23 @@ def test_corrupt_shard_under_the_launcher_fails_every_rank_without_hanging(tmp_p
 
 
 @pytest.mark.timeout(600)
-def test_single_process_resume_with_other_world_size_is_refused(tmp_path, reference_run, hg38_shards, ds_config):
-    """`python launch/pretrain.py` (no launcher) runs one process; resuming a 2-rank run with 1 rank would
-    change the batch composition and data order, so it is refused with a message, not run silently."""
+def test_resume_with_another_global_batch_is_refused(tmp_path, reference_run, hg38_shards):
+    """`python launch/pretrain.py` (no launcher) runs one process. Another world size resumes
+    (tests/integration/test_elastic.py), but another global batch would change which rows make up a step and
+    the LR schedule's meaning, so it is refused with a message, not run silently."""
     import shutil
+
+    from tinydnabert import ds_config as ds_mod
 
     run, _ = reference_run
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
+    ds8 = tmp_path / "ds8.json"
+    ds8.write_text(json.dumps(ds_mod.derive(ds_mod.shipped(ds_mod.CPU_CONFIG), batch=8, micro=4, lr=2e-3, warmup=5,
+                                            steps=40)))
     env = {k: v for k, v in launcher_env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    r = subprocess.run([sys.executable, str(REPO / "launch" / "pretrain.py"), "--deepspeed_config", str(ds_config),
+    r = subprocess.run([sys.executable, str(REPO / "launch" / "pretrain.py"), "--deepspeed_config", str(ds8),
                         "--data", str(hg38_shards), "--out", str(copy), "--max-steps", "40", "--resume", *RUN_FLAGS],
                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert r.returncode == 2, r.stderr[-3000:]
-    assert "saved by 2 ranks, resuming with 1; exact resume needs the same number of ranks" in r.stderr
+    assert "saved with a global batch of 16 rows, resuming with 8; set train_batch_size 16" in r.stderr

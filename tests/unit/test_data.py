@@ -29,7 +29,6 @@ from tinydnabert.data import (
     check_tokenizer,
     mask_tokens,
     pack_rows,
-    reader_shards,
     rows_in_shard,
 )
 from tinydnabert.shards import read_shard
@@ -185,9 +184,9 @@ def test_masked_per_row_caps_each_row_and_leaves_other_rows_alone():
 
 @pytest.mark.parametrize("mix", [1, 3])
 def test_rows_reconstruct_shards_in_order(synth, mix):
-    """Unshuffled, 1 rank, 1 reader: the stream is the rows of each group of `mix` shards, in name
+    """Unshuffled, 1 lane: the stream is the rows of each group of `mix` shards, in name
     order, full."""
-    loader = build_train_loader(synth, cfg(shuffle=False, mix_shards=mix), micro_batch_size=4)
+    loader = build_train_loader(synth, cfg(shuffle=False, mix_shards=mix, lanes=1), micro_batch_size=4)
     shards = [_ids(p) for p in formats.shard_paths(synth, "train")]
     expect = np.concatenate([pack_rows([a for s in shards[i:i + mix] for a in s], L)
                              for i in range(0, len(shards), mix)])
@@ -197,21 +196,69 @@ def test_rows_reconstruct_shards_in_order(synth, mix):
     assert loader.batches_consumed == n
 
 
-def test_ranks_and_workers_read_disjoint_shards(synth):
-    for epoch in range(3):
-        readers = [reader_shards(8, 0, epoch, True, r, 2, w, 2) for r in range(2) for w in range(2)]
-        flat = [s for rd in readers for s in rd]
-        assert sorted(flat) == list(range(8)), readers
-    # and in the batches themselves: the segments rank 0 and rank 1 see in epoch 0 come from
-    # different shards.
+def test_ranks_read_disjoint_shards(synth):
+    """With 4 lanes and 4 slots per step, rank 0 of 2 takes lanes 0 and 2, rank 1 lanes 1 and 3: in their first
+    batches (less than one pass of a lane) the two ranks see segments of different shards."""
     owner = {tuple(a.tolist()): i for i, p in enumerate(formats.shard_paths(synth, "train"))
              for a in _ids(p)}
-    seen = []
+    seen, listed = [], []
     for r in range(2):
-        loader = build_train_loader(synth, cfg(num_workers=2), micro_batch_size=2, rank=r, world_size=2)
-        toks = np.concatenate([original_tokens(b) for b in take(loader, 10)])  # < one epoch per rank
+        loader = build_train_loader(synth, cfg(num_workers=2, mix_shards=1), micro_batch_size=2, rank=r,
+                                    world_size=2, global_batch=8)
+        assert loader.layout.rank_lanes() == [r, r + 2]
+        toks = np.concatenate([original_tokens(b) for b in take(loader, 10)])
         seen.append({owner[s] for s in segments(toks) if s in owner})
+        listed.append(set(loader.epoch0_shards()))
     assert seen[0] and seen[1] and not seen[0] & seen[1]
+    assert listed[0] and listed[1] and not listed[0] & listed[1]
+
+
+def by_step_and_slot(data, c, world_size, global_batch, micro, steps, start_step=0):
+    """{(step, slot): batch} of all ranks of a world size, for steps [start_step, steps)."""
+    out = {}
+    for r in range(world_size):
+        gas = global_batch // (micro * world_size)
+        loader = build_train_loader(data, c, micro_batch_size=micro, rank=r, world_size=world_size,
+                                    start_batch=start_step * gas, global_batch=global_batch)
+        it = iter(loader)
+        for j in range(start_step * gas, steps * gas):
+            out[loader.layout.micro_batch(j)] = next(it)
+    return out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("lanes", [1, 3, 4])
+def test_global_steps_hold_the_same_rows_for_any_world_size_and_workers(synth, lanes):
+    """Elastic determinism: the micro-batch of (step, slot) is the same whatever the world size and the
+    workers per rank, from the start and after a resume at a step boundary with another world size;
+    20 steps x 12 rows is > 2 epochs of the 8 synthetic shards, so lanes cross epochs."""
+    steps, batch, micro = 20, 12, 3
+    reference = by_step_and_slot(synth, cfg(lanes=lanes), 1, batch, micro, steps)
+    assert sorted(reference) == [(k, s) for k in range(steps) for s in range(4)]
+    for world, workers in ((2, 0), (4, 2), (2, 1)):
+        got = by_step_and_slot(synth, cfg(lanes=lanes, num_workers=workers), world, batch, micro, steps)
+        assert sorted(got) == sorted(reference)
+        assert all(same_batches([got[key]], [reference[key]]) for key in reference), (world, workers)
+    resumed = by_step_and_slot(synth, cfg(lanes=lanes, num_workers=2), 2, batch, micro, steps, start_step=7)
+    assert sorted(resumed) == [(k, s) for k in range(7, steps) for s in range(4)]
+    assert all(same_batches([resumed[key]], [reference[key]]) for key in resumed)
+
+
+def test_elastic_state_round_trip_and_refusals(synth):
+    one = build_train_loader(synth, cfg(), micro_batch_size=3, world_size=1, global_batch=12)
+    take(one, 8)  # 2 steps of 4 micro-batches
+    state = json.loads(json.dumps(one.state_dict()))
+    two = build_train_loader(synth, cfg(num_workers=1), micro_batch_size=3, rank=1, world_size=2, global_batch=12)
+    two.load_state_dict(state)
+    assert two.batches_consumed == 4  # 2 steps of 2 micro-batches
+    take(one, 1)
+    with pytest.raises(InputError, match="inside an optimizer step"):
+        two.load_state_dict(one.state_dict())
+    other = build_train_loader(synth, cfg(), micro_batch_size=3, world_size=1, global_batch=24)
+    with pytest.raises(InputError, match="global_batch: saved 12 vs now 24"):
+        other.load_state_dict(state)
+    with pytest.raises(InputError, match="per-rank stream .* version 1"):
+        two.load_state_dict({**state, "version": 1})
 
 
 def test_every_rank_always_has_a_next_batch(synth):
@@ -247,15 +294,10 @@ def test_resume_gives_the_same_batches(synth, num_workers, mix):
 
 
 def test_resume_refuses_a_different_stream(synth):
-    state = build_train_loader(synth, cfg(num_workers=2), micro_batch_size=3).state_dict()
-    other = build_train_loader(synth, cfg(num_workers=1), micro_batch_size=3)
-    with pytest.raises(InputError, match="readers_per_rank"):
+    state = build_train_loader(synth, cfg(lanes=2), micro_batch_size=3).state_dict()
+    other = build_train_loader(synth, cfg(lanes=3), micro_batch_size=3)
+    with pytest.raises(InputError, match="lanes: saved 2 vs now 3"):
         other.load_state_dict(state)
-
-
-def test_too_few_shards_for_the_readers(synth):
-    with pytest.raises(InputError, match="samples-per-shard"):
-        build_train_loader(synth, cfg(num_workers=3), micro_batch_size=2, rank=0, world_size=3)
 
 
 # --------------------------------------------------------------------------- validation
@@ -355,7 +397,7 @@ def test_real_shards_feed_roberta(hg38_shards):
     segs = segments(toks)
     assert len(segs) > 8 and all(s in samples for s in segs)
     # unshuffled, the stream is exactly the first shard's packed samples
-    first = take(build_train_loader(real_shards, DataConfig(num_workers=0, shuffle=False, mix_shards=1), 4), 2)
+    first = take(build_train_loader(real_shards, DataConfig(num_workers=0, shuffle=False, mix_shards=1, lanes=1), 4), 2)
     expect = pack_rows(_ids(formats.shard_paths(real_shards, "train")[0]), 512)
     assert np.array_equal(np.concatenate([original_tokens(b) for b in first]), expect[:8])
     val = build_val_loader(real_shards, DataConfig(num_workers=0), micro_batch_size=4)
