@@ -41,6 +41,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--work", default=str(REPO / "runs" / "pretrain_scaling"), help="pretrain_scaling's work dir")
     p.add_argument("--steps", type=int, default=2000, help="pretraining steps of both arms (a scaling budget)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--arm", action="append", default=[], metavar="NAME=EXPORT",
+                   help="another pretrained export to measure the same way (e.g. ours with other data settings)")
+    p.add_argument("--protocols", default="", help="override the scaling run's protocols (e.g. probe)")
     return p.parse_args()
 
 
@@ -129,33 +132,35 @@ def main() -> int:
     from tinydnabert.tokenizer import load_tokenizer
 
     vocab = len(load_tokenizer(shards))
-    losses = {"ours": val_mlm_loss(ours, val, vocab), "hf": val_mlm_loss(hf, val, vocab)}
+    extra = dict(arm.split("=", 1) for arm in a.arm)
+    models = {"ours": ours, "hf": hf, **{k: Path(v) for k, v in extra.items()}}
+    losses = {k: val_mlm_loss(m, val, vocab) for k, m in models.items()}
     rows = []
     for task in setup["tasks"].split(","):
-        for protocol in setup["protocols"].split(","):
+        for protocol in (a.protocols or setup["protocols"]).split(","):
             base = work / "eval" / task.replace("/", "__") / protocol
             scratch = scaling.evaluate(ev, "scratch", ours, task, protocol, base / "scratch")
-            res = {"ours": scaling.evaluate(ev, str(ours), ours, task, protocol, base / f"step{a.steps:06d}"),
-                   "hf": scaling.evaluate(ev, str(hf), hf, task, protocol, base / f"hf-step{a.steps:06d}")}
+            names = {"ours": f"step{a.steps:06d}", "hf": f"hf-step{a.steps:06d}", **{k: k for k in extra}}
+            res = {k: scaling.evaluate(ev, str(m), m, task, protocol, base / names[k]) for k, m in models.items()}
             seeds = {k: [r["test_mcc"] for r in v["seeds"]] for k, v in res.items()}
             s_seeds = [r["test_mcc"] for r in scratch["seeds"]]
             rows.append({"task": task, "protocol": protocol, "scratch_mcc": scratch["test_mcc_mean"],
-                         "ours_mcc": res["ours"]["test_mcc_mean"], "hf_mcc": res["hf"]["test_mcc_mean"],
-                         "ours_vs_scratch": paired_interval(seeds["ours"], s_seeds),
-                         "hf_vs_scratch": paired_interval(seeds["hf"], s_seeds),
-                         "ours_vs_hf": paired_interval(seeds["ours"], seeds["hf"]), "seeds": seeds,
-                         "scratch_seeds": s_seeds})
+                         **{f"{k}_mcc": v["test_mcc_mean"] for k, v in res.items()},
+                         **{f"{k}_vs_scratch": paired_interval(seeds[k], s_seeds) for k in models},
+                         **{f"{k}_vs_hf": paired_interval(seeds[k], seeds["hf"]) for k in models if k != "hf"},
+                         "seeds": seeds, "scratch_seeds": s_seeds})
     tokens = a.steps * setup["batch"] * setup["seq_len"]
     lines = [f"Quality per token at {tokens / 1e6:.1f}M tokens ({a.steps} steps x {setup['batch']} x "
              f"{setup['seq_len']}; {setup['layers']}x{setup['hidden']}, LR {setup['lr']:g} held after "
-             f"{setup['warmup']} warmup steps): validation MLM loss on the same masked rows — ours "
-             f"{losses['ours']:.4f}, HF Trainer + collator {losses['hf']:.4f}.", "",
-             "| task | protocol | scratch | ours | HF | ours − scratch | HF − scratch | ours − HF |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"{setup['warmup']} warmup steps): validation MLM loss on the same masked rows — "
+             + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()) + " (hf = Trainer + collator).", "",
+             "| task | protocol | arm | MCC | − scratch [95% CI] | − hf [95% CI] |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['protocol']} | {r['scratch_mcc']:.3f} | {r['ours_mcc']:.3f} | "
-                     f"{r['hf_mcc']:.3f} | {fmt_interval(r['ours_vs_scratch'])} | {fmt_interval(r['hf_vs_scratch'])} "
-                     f"| {fmt_interval(r['ours_vs_hf'])} |")
+        lines.append(f"| {r['task']} | {r['protocol']} | scratch | {r['scratch_mcc']:.3f} | | |")
+        for k in models:
+            vs_hf = fmt_interval(r[f"{k}_vs_hf"]) if k != "hf" else ""
+            lines.append(f"| {r['task']} | {r['protocol']} | {k} | {r[f'{k}_mcc']:.3f} | "
+                         f"{fmt_interval(r[f'{k}_vs_scratch'])} | {vs_hf} |")
     md = "\n".join(lines) + "\n"
     atomic_write_json(out / "pretrain_quality.json", {"setup": {**setup, "steps": a.steps, "tokens": tokens,
                                                                "hf_train_seconds": round(t_hf, 1)},
