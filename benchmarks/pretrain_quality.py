@@ -39,6 +39,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--work", default=str(REPO / "runs" / "pretrain_scaling"), help="pretrain_scaling's work dir")
+    p.add_argument("--scaling", default="", help="pretrain_scaling.json of the run (default: OUT's)")
     p.add_argument("--steps", type=int, default=2000, help="pretraining steps of both arms (a scaling budget)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--arm", action="append", default=[], metavar="NAME=EXPORT",
@@ -117,7 +118,7 @@ def val_mlm_loss(model_dir: Path, rows: np.ndarray, vocab: int, batch: int = 64)
 def main() -> int:
     a = parse_args()
     work, out = Path(a.work), Path(a.out)
-    scaling_json = out / "pretrain_scaling.json"
+    scaling_json = Path(a.scaling) if a.scaling else out / "pretrain_scaling.json"
     if not scaling_json.is_file() or not (work / "exports" / f"step{a.steps:06d}" / "config.json").is_file():
         sys.exit(f"error: {work}: run benchmarks/pretrain_scaling.py first (with step {a.steps} among its budgets)")
     setup = json.loads(scaling_json.read_text())["setup"]

@@ -127,6 +127,7 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     protocols = sorted({r["protocol"] for r in rows}, reverse=True)
     fig, axes = plt.subplots(1, len(protocols), figsize=(5.5 * len(protocols), 4.2), dpi=120, squeeze=False)
@@ -139,6 +140,7 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=task)
         ax.axhline(0, color="black", lw=0.7)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # 3x10^6 4x10^6 ... overlapped
         ax.set_xlabel("pretraining tokens (chr20)")
         ax.set_ylabel("test MCC gain over scratch (paired, 95% CI)")
         ax.set_title(protocol, fontsize=10)
