@@ -164,7 +164,9 @@ def probe(tmp_path: Path, shards: Path, variants: list[str], cuda_debug: bool = 
     with socket.socket() as s:  # DeepSpeed's rendezvous port: 29500 may be another run's
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": port, "PYTHONPATH": os.pathsep.join(
+    # One process, whatever an earlier in-process test left in os.environ (bootstrap_env sets RANK & co.).
+    env = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR")},
+           "OMP_NUM_THREADS": "1", "MASTER_PORT": port, "PYTHONPATH": os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     cmd = [sys.executable, str(REPO / "tests" / "sync_probe.py"), "--data", str(shards), "--out", str(tmp_path)]
     cmd += [a for v in variants for a in ("--variant", v)] + (["--cuda-debug"] if cuda_debug else [])

@@ -16,8 +16,6 @@ import torch
 
 from .common import InputError
 
-LAUNCHER_VARS = ("RANK", "OMPI_COMM_WORLD_RANK")
-
 
 def bootstrap_env() -> None:
     """Started as `python launch/pretrain.py` (no launcher): one process. Without these variables
@@ -25,7 +23,9 @@ def bootstrap_env() -> None:
 
     The port is a free one, not a fixed 29500: a one-process run binds it for its process group's store,
     so a second run on the same machine would die on EADDRINUSE."""
-    if any(k in os.environ for k in LAUNCHER_VARS):
+    # A launcher sets all of these (OpenMPI its own); a lone RANK without WORLD_SIZE/MASTER_ADDR (left behind
+    # in an environment by something else) is no launcher, and DeepSpeed would fall back to MPI discovery.
+    if "OMPI_COMM_WORLD_RANK" in os.environ or all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):
         return
     for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(k, v)
