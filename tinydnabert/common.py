@@ -311,15 +311,16 @@ def _same_device(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return dev(Path(a)) == dev(Path(b))
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a file under a temporary name and rename it, so readers never see half a file; a full
-    disk is a DiskFullError naming `path`, and the old file (if any) is left as it was."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file under a temporary name and rename it, so readers never see half a file (several writers of
+    one path each rename their own complete copy); a full disk is a DiskFullError naming `path`, and the old
+    file (if any) is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException as e:
@@ -327,9 +328,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             os.unlink(tmp)
         reason = disk_full_reason(e) if isinstance(e, OSError) else None
         if reason:
-            raise disk_full_error(path, reason, megabytes(len(text.encode("utf-8"))),
+            raise disk_full_error(path, reason, megabytes(len(data)),
                                   "the file was not written; free some space, then run again") from e
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """atomic_write_bytes of UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

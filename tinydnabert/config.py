@@ -48,6 +48,11 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
             kwargs["default"] = default
+        elif origin in (list, tuple) and f.metadata.get("repeat"):  # --data A --data B (or --data A B)
+            kwargs["action"] = "extend"
+            kwargs["nargs"] = "+"
+            kwargs["type"] = args[0] if args and args[0] is not Ellipsis else str
+            kwargs["default"] = None
         elif origin in (list, tuple):
             kwargs["nargs"] = "+"
             kwargs["type"] = args[0] if args and args[0] is not Ellipsis else str

@@ -49,14 +49,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from . import formats
+from . import formats, sources
 from .common import InputError, print0
 from .formats import BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_SPECIAL
 from .shards import read_shard
+from .sources import Source
 
 # Tags that keep the random streams apart: the shard order of an epoch, a train shard's sample
-# order + mask, a val shard's mask.
-_TAG_ORDER, _TAG_TRAIN, _TAG_VAL = 0, 1, 2
+# order + mask, a val shard's mask, a mixture block's order of sources.
+_TAG_ORDER, _TAG_TRAIN, _TAG_VAL, _TAG_MIX = 0, 1, 2, 3
 STATE_VERSION = 2  # 2: the global row stream (elastic); 1 was per rank
 
 
@@ -147,12 +148,13 @@ def check_tokenizer(data_dir: str | Path, tokenizer_dir: str | Path | None = Non
 
 @dataclass(frozen=True)
 class ShardInfo:
-    path: str
+    path: str   # a file, or a URL (sources.py) when the shards directory is remote
     index: int  # position in the manifest's shard list: the shard's id in every seed
     samples: int
     tokens: int  # ids without specials
     bytes: int | None = None   # None: a manifest from before shards carried their size and sha256
     sha256: str | None = None
+    name: str = ""  # its file name in the split's directory
 
 
 @dataclass(frozen=True)
@@ -163,11 +165,18 @@ class _Split:
     tokenizer_sha256: str
     samples_per_shard: int | None
     verify: bool = True  # check each shard's sha256 as it is read (DataConfig.verify_shards)
+    remote: bool = False  # shards are fetched (sources.fetch_shard), not opened
+    cache: str | None = None  # remote with --cache-dir: SPLIT/NAME of every verified shard is kept under it
+    split: str = "train"
 
 
-def _load_split(data_dir: str | Path, split: str, verify: bool = True) -> _Split:
+def _load_split(source: Source | str | Path, split: str, verify: bool = True) -> _Split:
+    """One split of a shards directory (local or remote), checked against its manifest: every listed shard
+    present (local: on disk, the right size; remote: checked as it is fetched), nothing unlisted."""
+    source = source if isinstance(source, Source) else sources.resolve(source)[0]
+    data_dir = source.local
     manifest = formats.load_manifest(data_dir)
-    mpath = Path(data_dir) / formats.MANIFEST
+    mpath = source.location(formats.MANIFEST)
     try:
         entries = manifest["splits"][split]["shards"]
         vocab_size = int(manifest["tokenizer"]["vocab_size"])
@@ -177,8 +186,21 @@ def _load_split(data_dir: str | Path, split: str, verify: bool = True) -> _Split
     if not entries:  # e.g. preprocessed with --val-fraction 0 and no --val-records
         raise InputError(f"{mpath}: the {split} split has no shards; re-run `tinydnabert preprocess`"
                          + (" with --val-fraction > 0 or --val-records" if split == "val" else ""))
-    on_disk = {p.name: p for p in formats.shard_paths(data_dir, split)}  # InputError if none
     listed = [e.get("name") for e in entries]
+    if source.remote:  # no listing over HTTP: the manifest is the list; size and sha256 are checked on read
+        shards = []
+        for i, e in enumerate(entries):
+            try:
+                shards.append(ShardInfo(source.location(f"{split}/{e['name']}"), i, int(e["samples"]),
+                                        int(e["tokens"]), int(e["bytes"]) if "bytes" in e else None,
+                                        e.get("sha256"), e["name"]))
+            except (KeyError, TypeError, ValueError) as err:
+                raise InputError(f"{mpath}: splits.{split}.shards[{i}] lacks name/samples/tokens ({err}); "
+                                 f"re-run preprocess") from err
+        sps = (manifest.get("config") or {}).get("samples_per_shard")
+        return _Split(tuple(shards), vocab_size, sha, sps, verify, True,
+                      None if source.cache is None else str(source.cache), split)
+    on_disk = {p.name: p for p in formats.shard_paths(data_dir, split)}  # InputError if none
     missing = [n for n in listed if n not in on_disk]
     if missing:
         raise InputError(f"{Path(data_dir) / split / missing[0]}: listed in {mpath} but missing "
@@ -191,7 +213,7 @@ def _load_split(data_dir: str | Path, split: str, verify: bool = True) -> _Split
     for i, e in enumerate(entries):
         try:
             shards.append(ShardInfo(str(on_disk[e["name"]]), i, int(e["samples"]), int(e["tokens"]),
-                                    int(e["bytes"]) if "bytes" in e else None, e.get("sha256")))
+                                    int(e["bytes"]) if "bytes" in e else None, e.get("sha256"), e["name"]))
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"{mpath}: splits.{split}.shards[{i}] lacks samples/tokens ({err}); "
                              f"re-run preprocess") from err
@@ -206,15 +228,20 @@ def _load_split(data_dir: str | Path, split: str, verify: bool = True) -> _Split
         print0(f"note: {mpath} records no sha256 for {sum(s.sha256 is None for s in shards)} {split} shards (made "
                f"by an older tinydnabert), so those are read unverified; re-run `tinydnabert preprocess` to add them")
     sps = (manifest.get("config") or {}).get("samples_per_shard")
-    return _Split(tuple(shards), vocab_size, sha, sps, verify)
+    return _Split(tuple(shards), vocab_size, sha, sps, verify, False, None, split)
 
 
-def _read_checked(shard: ShardInfo, vocab_size: int, verify: bool = True) -> list[np.ndarray]:
+def _read_checked(split: _Split, shard: ShardInfo) -> list[np.ndarray]:
     """The shard's samples, checked against the manifest: its sha256 and size (read_shard), then its
     counts (the row counts that resume relies on come from the manifest, so a shard that disagrees with
     it must not be used), then every token id. A flipped high bit gives an id past the vocabulary, which
     the embedding would reject as a bare `IndexError: index out of range in self` naming no shard."""
-    samples = read_shard(shard.path, meta=False, sha256=shard.sha256 if verify else None, size=shard.bytes)
+    vocab_size, sha256, raw = split.vocab_size, shard.sha256 if split.verify else None, None
+    if split.remote:
+        cache = None if split.cache is None else Path(split.cache) / split.split / shard.name
+        raw, checked = sources.fetch_shard(shard.path, cache, shard.bytes, shard.sha256)
+        sha256 = None if checked else sha256
+    samples = read_shard(shard.path, meta=False, sha256=sha256, size=shard.bytes, raw=raw)
     ids = [s.ids for s in samples]
     tokens = sum(len(a) for a in ids)
     if len(ids) != shard.samples or tokens != shard.tokens:
@@ -305,7 +332,7 @@ def _group_rows(split: _Split, group: list[int], seq_len: int) -> int:
 def _train_group_rows(split: _Split, group: list[int], epoch: int, cfg: DataConfig
                       ) -> tuple[np.ndarray, np.ndarray]:
     """A group of train shards' masked rows in epoch `epoch`: the same arrays whenever it is read."""
-    ids = [a for i in group for a in _read_checked(split.shards[i], split.vocab_size, split.verify)]
+    ids = [a for i in group for a in _read_checked(split, split.shards[i])]
     rng = np.random.default_rng([cfg.seed, _TAG_TRAIN, epoch, *group])
     if cfg.shuffle:
         ids = [ids[i] for i in rng.permutation(len(ids))]
@@ -313,15 +340,19 @@ def _train_group_rows(split: _Split, group: list[int], epoch: int, cfg: DataConf
 
 
 def _val_shard_rows(split: _Split, shard: ShardInfo, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    ids = _read_checked(shard, split.vocab_size, split.verify)
+    ids = _read_checked(split, shard)
     rng = np.random.default_rng([cfg.seed, _TAG_VAL, shard.index])
     return mask_tokens(pack_rows(ids, cfg.seq_len), rng, split.vocab_size, cfg)
 
 
-def _batch(input_ids: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
-    """What a worker sends: int32, 2 x 256 KiB for 128 x 512 (int64 + attention_mask would be 3x)."""
-    return {"input_ids": torch.from_numpy(np.ascontiguousarray(input_ids)),
-            "labels": torch.from_numpy(np.ascontiguousarray(labels))}
+def _batch(input_ids: np.ndarray, labels: np.ndarray, source: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """What a worker sends: int32, 2 x 256 KiB for 128 x 512 (int64 + attention_mask would be 3x); for a
+    mixture also each row's source (its index in --data), for --log-rows."""
+    out = {"input_ids": torch.from_numpy(np.ascontiguousarray(input_ids)),
+           "labels": torch.from_numpy(np.ascontiguousarray(labels))}
+    if source is not None:
+        out["source"] = torch.from_numpy(source.astype(np.int64))
+    return out
 
 
 def _finish(batch: Any, pin_memory: bool) -> dict[str, torch.Tensor]:
@@ -333,6 +364,8 @@ def _finish(batch: Any, pin_memory: bool) -> dict[str, torch.Tensor]:
     out["attention_mask"] = torch.ones_like(out["input_ids"])
     if pin_memory:  # page-locked, so .to("cuda", non_blocking=True) overlaps the copy
         out = {k: v.pin_memory() for k, v in out.items()}
+    if "source" in batch:  # stays on the host
+        out["source"] = batch["source"]
     return out
 
 
@@ -466,6 +499,94 @@ class _Lane:
         return np.concatenate(ids), np.concatenate(labels)
 
 
+MIX_BLOCK = 128  # lane rows per mixture block: each holds the sources' weights x 128 rows, rounded
+
+
+class Mixture:
+    """Which source each row of a lane comes from, for `--data a=DIR:w_a --data b=DIR:w_b ...`.
+
+    Lane positions are cut into blocks of MIX_BLOCK rows; every block holds the same number of rows of each
+    source (weight x MIX_BLOCK, largest remainder), in an order drawn per (seed, lane, block). So how many rows
+    of source s come before lane position t, and which row of s's own lane position t is, are a function of t
+    alone: the mixture is as deterministic and as elastic as one source, and its shares are exact at the end
+    of every block (within 1/MIX_BLOCK of the weights). Each source has its own lanes (its own shard groups)."""
+
+    def __init__(self, weights: list[float], seed: int, names: list[str] | None = None) -> None:
+        quota = np.asarray(weights, np.float64) / sum(weights) * MIX_BLOCK
+        counts = np.floor(quota).astype(np.int64)
+        for i in np.argsort(-(quota - counts), kind="stable")[:MIX_BLOCK - int(counts.sum())]:
+            counts[i] += 1
+        if (counts == 0).any():
+            name = (names or [str(i) for i in range(len(counts))])[int(np.flatnonzero(counts == 0)[0])]
+            raise InputError(f"--data {name}: weight {weights[int(np.flatnonzero(counts == 0)[0])]:g} rounds to no "
+                             f"row in {MIX_BLOCK}; give it at least {1 / MIX_BLOCK:.4f} of the total")
+        self.counts, self.seed = counts, seed
+        self._base = np.repeat(np.arange(len(counts)), counts)
+        self._blocks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def shares(self) -> np.ndarray:
+        """The weights as realised: rows of each source per block / MIX_BLOCK."""
+        return self.counts / MIX_BLOCK
+
+    def _block(self, lane: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source of each position of block b, its rank among that source's positions in the block)."""
+        if (lane, b) not in self._blocks:
+            if len(self._blocks) > 64:  # positions only move forward: old blocks are not asked for again
+                self._blocks.clear()
+            src = np.random.default_rng([self.seed, _TAG_MIX, lane, b]).permutation(self._base)
+            rank = np.empty(MIX_BLOCK, np.int64)
+            for s in range(len(self.counts)):
+                at = np.flatnonzero(src == s)
+                rank[at] = np.arange(len(at))
+            self._blocks[lane, b] = src, rank
+        return self._blocks[lane, b]
+
+    def assign(self, lane: int, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(source, position in that source's lane) of lane positions `pos`."""
+        blocks, within = np.divmod(pos, MIX_BLOCK)
+        src, spos = np.empty(len(pos), np.int64), np.empty(len(pos), np.int64)
+        for b in np.unique(blocks):
+            sel = blocks == b
+            bs, br = self._block(lane, int(b))
+            src[sel] = bs[within[sel]]
+            spos[sel] = b * self.counts[src[sel]] + br[within[sel]]
+        return src, spos
+
+    def before(self, lane: int, t: int) -> np.ndarray:
+        """Rows of each source at lane positions < t."""
+        b, i = divmod(int(t), MIX_BLOCK)
+        return b * self.counts + np.bincount(self._block(lane, b)[0][:i], minlength=len(self.counts))
+
+
+class _MixedLane:
+    """One lane of a mixture: each source's own lane (same lane number, its own groups), interleaved by the
+    Mixture. Reads a source's lane only once one of its rows is asked for."""
+
+    def __init__(self, splits: list[_Split], cfgs: list[DataConfig], mix: Mixture, lane: int,
+                 pool: ThreadPoolExecutor) -> None:
+        self.splits, self.cfgs, self.mix, self.lane, self.pool = splits, cfgs, mix, lane, pool
+        self.subs: dict[int, _Lane] = {}
+
+    def rows(self, pos: np.ndarray, keep_from: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src, spos = self.mix.assign(self.lane, pos)
+        keep = self.mix.before(self.lane, keep_from)  # = each source's first position at or after keep_from
+        ids = np.empty((len(pos), self.cfgs[0].seq_len), np.int32)
+        labels = np.empty_like(ids)
+        for s in np.unique(src):
+            s, sel = int(s), src == s
+            if s not in self.subs:
+                self.subs[s] = _Lane(self.splits[s], self.cfgs[s], self.lane, int(keep[s]), self.pool)
+            ids[sel], labels[sel] = self.subs[s].rows(spos[sel], int(keep[s]))
+        return ids, labels, src
+
+
+def source_seed(seed: int, i: int) -> int:
+    """The seed of source i's own stream (shard order, sample order, masks): the run's seed for the first
+    source (a one-source run is the plain stream), a derived one for the others so no two share masks."""
+    return seed if i == 0 else int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+
+
 def _too_small(split: _Split, cfg: DataConfig) -> InputError:
     return InputError(f"{Path(split.shards[0].path).parent}: the shards of a lane hold less than one "
                       f"{cfg.seq_len}-token row; re-run preprocess with a larger --samples-per-shard, use a smaller "
@@ -517,10 +638,12 @@ class Layout:
 
 
 class _TrainStream(IterableDataset):
-    """One rank's infinite stream of micro-batches, starting at micro-batch `start_batch`."""
+    """One rank's infinite stream of micro-batches, starting at micro-batch `start_batch`; `splits` / `cfgs`:
+    one per source, `mix` the Mixture of several (None: one source)."""
 
-    def __init__(self, split: _Split, cfg: DataConfig, layout: Layout, start_batch: int) -> None:
-        self.split, self.cfg, self.layout, self.start_batch = split, cfg, layout, start_batch
+    def __init__(self, splits: list[_Split], cfgs: list[DataConfig], mix: Mixture | None, layout: Layout,
+                 start_batch: int) -> None:
+        self.splits, self.cfgs, self.mix, self.layout, self.start_batch = splits, cfgs, mix, layout, start_batch
 
     def __iter__(self) -> Iterator[Any]:
         wid, n_workers = _worker()
@@ -533,9 +656,9 @@ class _TrainStream(IterableDataset):
     def _batches(self, first: int, stride: int) -> Iterator[dict[str, torch.Tensor]]:
         """Micro-batches first, first + stride, ... of the rank; each lane is opened where the first of
         them needs it, so a worker reads only the lanes of its own slots."""
-        lay, seq_len = self.layout, self.cfg.seq_len
+        lay, seq_len, mix = self.layout, self.cfgs[0].seq_len, self.mix
         pool = ThreadPoolExecutor(1, thread_name_prefix="tinydnabert-read")
-        lanes: dict[int, _Lane] = {}
+        lanes: dict[int, Any] = {}
         try:
             j = first
             while True:
@@ -544,12 +667,17 @@ class _TrainStream(IterableDataset):
                 keep_from = lay.micro_batch(j)[0] * lay.global_batch // lay.lanes  # this step's first row
                 ids = np.empty((lay.micro, seq_len), np.int32)
                 labels = np.empty((lay.micro, seq_len), np.int32)
+                src = None if mix is None else np.empty(lay.micro, np.int64)
                 for ln in np.unique(lane):
-                    sel = lane == ln
-                    if int(ln) not in lanes:
-                        lanes[int(ln)] = _Lane(self.split, self.cfg, int(ln), keep_from, pool)
-                    ids[sel], labels[sel] = lanes[int(ln)].rows(pos[sel], keep_from)
-                yield _batch(ids, labels)
+                    sel, ln = lane == ln, int(ln)
+                    if ln not in lanes:
+                        lanes[ln] = (_Lane(self.splits[0], self.cfgs[0], ln, keep_from, pool) if mix is None
+                                     else _MixedLane(self.splits, self.cfgs, mix, ln, pool))
+                    if mix is None:
+                        ids[sel], labels[sel] = lanes[ln].rows(pos[sel], keep_from)
+                    else:
+                        ids[sel], labels[sel], src[sel] = lanes[ln].rows(pos[sel], keep_from)
+                yield _batch(ids, labels, src)
                 j += stride
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -568,7 +696,7 @@ class TrainLoader:
     Each iter() starts DataLoader workers at the current position; keep one iterator at a time.
     """
 
-    def __init__(self, data_dir: str | Path, cfg: DataConfig, micro_batch_size: int,
+    def __init__(self, data: Any, cfg: DataConfig, micro_batch_size: int,
                  rank: int = 0, world_size: int = 1, start_batch: int = 0,
                  pin_memory: bool | None = None, global_batch: int | None = None) -> None:
         if micro_batch_size < 1:
@@ -579,13 +707,25 @@ class TrainLoader:
         if global_batch % (micro_batch_size * world_size):
             raise InputError(f"global batch {global_batch} is not a multiple of micro {micro_batch_size} x "
                              f"{world_size} ranks")
-        self.data_dir, self.cfg = Path(data_dir), cfg
+        self.sources, self.cfg = sources.resolve(data), cfg
         self.micro_batch_size, self.rank, self.world_size = micro_batch_size, rank, world_size
         self.layout = Layout(global_batch, micro_batch_size, world_size, rank, cfg.lanes)
-        check_tokenizer(data_dir)
-        self.split = _load_split(data_dir, "train", cfg.verify_shards)
-        if self.rows_per_epoch() < 1:
-            raise _too_small(self.split, cfg)
+        fingerprints = [check_tokenizer(s.local) for s in self.sources]
+        for s, fp in zip(self.sources[1:], fingerprints[1:]):
+            if fp != fingerprints[0]:
+                first = self.sources[0]
+                raise InputError(f"--data {s.name}={s.root}: its tokenizer (sha256 {fp[:12]}...) is not the one of "
+                                 f"{first.name}={first.root} ({fingerprints[0][:12]}...); a mixture "
+                                 f"needs one tokenizer: re-run `tinydnabert preprocess --tokenizer "
+                                 f"{self.sources[0].root}/tokenizer` for {s.root}")
+        self.splits = [_load_split(s, "train", cfg.verify_shards) for s in self.sources]
+        self.cfgs = [dataclasses.replace(cfg, seed=source_seed(cfg.seed, i)) for i in range(len(self.sources))]
+        self.mix = (Mixture([s.weight for s in self.sources], cfg.seed, [s.name for s in self.sources])
+                    if len(self.sources) > 1 else None)
+        for split in self.splits:
+            if rows_in_shard(sum(x.samples for x in split.shards), sum(x.tokens for x in split.shards),
+                             cfg.seq_len) < 1:
+                raise _too_small(split, cfg)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self._position = start_batch
 
@@ -599,20 +739,33 @@ class TrainLoader:
         return self.micro_batch_size * self.cfg.seq_len
 
     def rows_per_epoch(self) -> int:
-        """Packed rows in one pass over DIR/train, all ranks together (to within a row per group)."""
-        s = self.split.shards
-        return rows_in_shard(sum(x.samples for x in s), sum(x.tokens for x in s), self.cfg.seq_len)
+        """Packed rows in one pass over every source's train split, all ranks together (to within a row per group)."""
+        return sum(rows_in_shard(sum(x.samples for x in sp.shards), sum(x.tokens for x in sp.shards),
+                                 self.cfg.seq_len) for sp in self.splits)
+
+    def rows_by_source(self, steps: int) -> dict[str, int]:
+        """Training rows of each source in the first `steps` optimizer steps of the run (all ranks): a function of
+        the stream alone, so TensorBoard shows it without a sync."""
+        n = steps * self.layout.global_batch
+        if self.mix is None:
+            return {self.sources[0].name: n}
+        lanes = self.layout.lanes
+        total = sum(self.mix.before(ln, (n - ln + lanes - 1) // lanes) for ln in range(min(lanes, n)))
+        return {s.name: int(c) for s, c in zip(self.sources, np.broadcast_to(total, len(self.sources)))}
 
     def epoch0_shards(self) -> list[str]:
-        """Names of the shards this rank's lanes read in their first pass over the groups of epoch 0."""
-        n = len(self.split.shards)
-        lanes = set(self.layout.rank_lanes())
-        per_epoch = -(-n // self.cfg.mix_shards)
-        return sorted({Path(self.split.shards[i].path).name for g in range(per_epoch) if g % self.cfg.lanes in lanes
-                       for i in group_of(n, g, self.cfg)[1]})
+        """Names of the shards this rank's lanes read in their first pass over the groups of epoch 0
+        (SOURCE/NAME for a mixture)."""
+        lanes, out = set(self.layout.rank_lanes()), set()
+        for src, split, cfg in zip(self.sources, self.splits, self.cfgs):
+            n = len(split.shards)
+            prefix = f"{src.name}/" if self.mix is not None else ""
+            out |= {prefix + split.shards[i].name for g in range(-(-n // cfg.mix_shards)) if g % cfg.lanes in lanes
+                    for i in group_of(n, g, cfg)[1]}
+        return sorted(out)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        stream = _TrainStream(self.split, self.cfg, self.layout, start_batch=self._position)
+        stream = _TrainStream(self.splits, self.cfgs, self.mix, self.layout, start_batch=self._position)
         nw = self.cfg.num_workers
         # prefetch 4 batches per worker: 4 x 512 KiB of shared memory each
         loader = DataLoader(stream, batch_size=None, num_workers=nw, prefetch_factor=4 if nw else None,
@@ -631,8 +784,12 @@ class TrainLoader:
                 "seed": c.seed, "shuffle": c.shuffle, "mix_shards": c.mix_shards, "seq_len": c.seq_len,
                 "mlm_probability": c.mlm_probability, "mask_replace_prob": c.mask_replace_prob,
                 "random_replace_prob": c.random_replace_prob, "masked_per_row": c.masked_per_row,
-                "train_shards": len(self.split.shards),
-                "tokenizer_sha256": self.split.tokenizer_sha256}
+                "train_shards": len(self.splits[0].shards),
+                "tokenizer_sha256": self.splits[0].tokenizer_sha256,
+                # a mixture: its sources (names, realised shares, shards); where they are may change
+                **({} if self.mix is None else {"mixture": [
+                    [src.name, float(share), len(sp.shards)]
+                    for src, share, sp in zip(self.sources, self.mix.shares, self.splits)]})}
 
     def state_dict(self) -> dict[str, Any]:
         return {"batches_consumed": self._position, "world_size": self.world_size,
@@ -663,12 +820,13 @@ class TrainLoader:
         self._position = int(steps) * self.layout.gas
 
 
-def build_train_loader(data_dir: str | Path, cfg: DataConfig, micro_batch_size: int,
+def build_train_loader(data: Any, cfg: DataConfig, micro_batch_size: int,
                        rank: int = 0, world_size: int = 1, start_batch: int = 0,
                        global_batch: int | None = None) -> TrainLoader:
     """The rank's infinite, resumable stream of packed, masked micro-batches over DIR/train (global batch:
-    rows per optimizer step of all ranks together; default micro x world, i.e. no accumulation)."""
-    return TrainLoader(data_dir, cfg, micro_batch_size, rank, world_size, start_batch, global_batch=global_batch)
+    rows per optimizer step of all ranks together; default micro x world, i.e. no accumulation). `data`: a
+    shards directory or URL, or sources.resolve()'s list (a mixture)."""
+    return TrainLoader(data, cfg, micro_batch_size, rank, world_size, start_batch, global_batch=global_batch)
 
 
 # --------------------------------------------------------------------------- validation
@@ -717,15 +875,16 @@ class ValLoader:
     in smaller batches, one per rank (`micro_batch_size` attribute), rather than refused.
     """
 
-    def __init__(self, data_dir: str | Path, cfg: DataConfig, micro_batch_size: int,
+    def __init__(self, data: Source | str | Path, cfg: DataConfig, micro_batch_size: int,
                  rank: int = 0, world_size: int = 1, pin_memory: bool | None = None) -> None:
         if not 0 <= rank < world_size:
             raise InputError(f"rank {rank} is outside world size {world_size}")
-        check_tokenizer(data_dir)
-        self.split = _load_split(data_dir, "val", cfg.verify_shards)
+        source = data if isinstance(data, Source) else sources.resolve(data)[0]
+        check_tokenizer(source.local)
+        self.split = _load_split(source, "val", cfg.verify_shards)
         total = sum(rows_in_shard(s.samples, s.tokens, cfg.seq_len) for s in self.split.shards)
         if total < world_size:
-            raise InputError(f"{Path(data_dir) / 'val'}: {total} packed {cfg.seq_len}-token rows, fewer than "
+            raise InputError(f"{source.location('val')}: {total} packed {cfg.seq_len}-token rows, fewer than "
                              f"one per rank ({world_size} ranks); re-run preprocess with a larger --val-fraction")
         micro_batch_size = min(micro_batch_size, total // world_size)
         self.cfg, self.micro_batch_size = cfg, micro_batch_size
@@ -745,10 +904,16 @@ class ValLoader:
             yield _finish(batch, self.pin_memory)
 
 
-def build_val_loader(data_dir: str | Path, cfg: DataConfig, micro_batch_size: int,
+def build_val_loader(data: Source | str | Path, cfg: DataConfig, micro_batch_size: int,
                      rank: int = 0, world_size: int = 1) -> ValLoader:
     """The rank's fixed validation micro-batches over DIR/val (len() of them, same on every rank)."""
-    return ValLoader(data_dir, cfg, micro_batch_size, rank, world_size)
+    return ValLoader(data, cfg, micro_batch_size, rank, world_size)
+
+
+def build_val_loaders(srcs: list[Source], cfg: DataConfig, micro_batch_size: int,
+                      rank: int = 0, world_size: int = 1) -> dict[str, ValLoader]:
+    """One fixed validation set per source (a mixture reports the val loss of each)."""
+    return {s.name: ValLoader(s, cfg, micro_batch_size, rank, world_size) for s in srcs}
 
 
 def data_config_from_dict(d: dict[str, Any]) -> DataConfig:

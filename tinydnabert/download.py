@@ -292,6 +292,37 @@ def _fetch_locked(url: str, final: Path, cfg: DownloadConfig, expected_md5: str 
     return final
 
 
+def fetch_bytes(url: str, retries: int = 5, timeout: float = 60.0, log: Callable[[str], None] = print0) -> bytes:
+    """`url`'s body in memory (a shard streamed for training, a manifest): a dropped connection or a refused
+    one is retried `retries` times with backoff, a dropped body resumed with a Range request where it stopped
+    (a server that ignores Range answers 200 and the body starts over). A 4xx/5xx answer is not retried."""
+    buf = bytearray()
+    for attempt in range(retries + 1):
+        try:
+            with _open(url, timeout, len(buf)) as resp:
+                if buf and getattr(resp, "status", 200) != 206:
+                    buf.clear()
+                length = resp.headers.get("Content-Length")
+                total = len(buf) + int(length) if length is not None else None
+                while block := resp.read(CHUNK):
+                    buf += block
+            if total is not None and len(buf) != total:
+                raise http.client.IncompleteRead(b"", total - len(buf))
+            return bytes(buf)
+        except urllib.error.HTTPError as e:
+            raise InputError(f"{url}: HTTP {e.code} {e.reason}; check the URL (the shards directory, as "
+                             f"`tinydnabert preprocess --out` wrote it) and that the server serves it") from e
+        except (http.client.HTTPException, urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError,
+                OSError) as e:
+            why = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
+            if attempt == retries:
+                raise InputError(f"{url}: cannot fetch after {retries} retries ({why}, {len(buf):,} bytes read); "
+                                 "check the server and the network, then run again (--resume continues)") from e
+            log(f"{url}: {why} at byte {len(buf):,}; retry {attempt + 1}/{retries}")
+            time.sleep(min(0.25 * 2 ** attempt, 10))
+    raise AssertionError("unreachable")
+
+
 def list_genomes() -> str:
     rows = [f"{'name':<12} {'size':>9}  description / URL"]
     for name, src in GENOMES.items():

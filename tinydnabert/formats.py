@@ -29,6 +29,7 @@ from .common import InputError, sha256_file
 MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
 TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPLITS = ("train", "val")
 SHARD_GLOB = "shard-*.tar"
 IDS_MEMBER = "ids.u16"

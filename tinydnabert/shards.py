@@ -93,7 +93,7 @@ class StoredSample(NamedTuple):
 
 
 def read_shard(path: str | Path, meta: bool = True, sha256: str | None = None,
-               size: int | None = None) -> list[StoredSample]:
+               size: int | None = None, raw: bytes | None = None) -> list[StoredSample]:
     """Every sample of one shard, in stored order, parsed with webdataset (what training streams through).
 
     The file is read whole (a 4096-sample shard is ~8 MB) and, given the manifest's `size` and
@@ -102,12 +102,13 @@ def read_shard(path: str | Path, meta: bool = True, sha256: str | None = None,
     on the bytes already in memory (BENCHMARKS.md measures the loader with and without it).
     meta=False skips the JSON members unread (the training reader needs only the ids). Any failure
     (a checksum or size that differs, a truncated or corrupt tar, a sample without ids.u16, origin JSON
-    that does not parse) is an InputError naming the shard."""
+    that does not parse) is an InputError naming the shard. `raw`: the shard's bytes, already fetched from
+    `path` (a URL: tinydnabert.sources), checked and parsed the same way."""
     import webdataset as wds
 
     redo = "re-run `tinydnabert preprocess` to rewrite it (`tinydnabert verify DIR` lists every bad file)"
     try:
-        raw = Path(path).read_bytes()
+        raw = Path(path).read_bytes() if raw is None else raw
     except OSError as e:
         raise InputError(f"{path}: cannot read shard ({e.strerror}); {redo}") from e
     if size is not None and len(raw) != size:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .common import InputError
-from .formats import SPECIAL_TOKENS, TOKENIZER_DIR, TOKENIZER_FILE
+from .formats import SPECIAL_TOKENS, TOKENIZER_CONFIG_FILE, TOKENIZER_DIR, TOKENIZER_FILE
 
 BOS, PAD, EOS, UNK, MASK = SPECIAL_TOKENS
 
@@ -68,7 +68,7 @@ def save_tokenizer(tok, out_dir: str | Path, model_max_length: int = 512) -> Pat
     # save_pretrained writes tokenizer.json with Python's json (key order as produced by Rust);
     # re-write it from the Rust serializer so the fingerprint is stable across transformers versions.
     tok.save(str(out / TOKENIZER_FILE), pretty=True)
-    cfg_path = out / "tokenizer_config.json"
+    cfg_path = out / TOKENIZER_CONFIG_FILE
     cfg = json.loads(cfg_path.read_text())
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")

@@ -37,7 +37,10 @@ class PretrainConfig:
     """Settings the training loop owns. Batch sizes, precision, optimizer, LR schedule and clipping are
     NOT here: they are DeepSpeed's, in the --deepspeed_config JSON."""
 
-    data: str = field(default="", metadata={"help": "shards directory made by `tinydnabert preprocess`"})
+    data: list[str] = field(default_factory=list, metadata={"repeat": True, "help": (
+        "shards directory made by `tinydnabert preprocess`: a path, an http(s)://, s3:// or gs:// URL, or "
+        "pipe:COMMAND (tinydnabert/sources.py); repeat as NAME=WHERE:WEIGHT for a mixture, e.g. --data "
+        "human=runs/chr20:0.8 --data yeast=runs/yeast:0.2")})
     out: str = field(default="", metadata={"help": "run directory (checkpoints, TensorBoard, export)"})
     max_steps: int = field(default=0, metadata={
         "help": "stop after this optimizer step; 0 = the LR scheduler's total_num_steps from the DeepSpeed "
@@ -54,6 +57,9 @@ class PretrainConfig:
                 "fp32 matmul rate on CPU"})
     export: bool = field(default=True, metadata={"help": "write RUN/export (plain HF directory) at the end"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model through the engine (GPU)"})
+    cache_dir: str = field(default="", metadata={
+        "help": "remote --data: keep every shard read (verified) here and read it from here next time; "
+                "default: shards stream into memory and are not kept"})
     init_from: str = field(default="", metadata={
         "help": "continued pretraining: start from this export's weights (ours, or an HF RoBERTa masked-LM of the "
                 "same shape whose tokenizer is the shards'); the LR schedule and data start from step 0"})
@@ -63,6 +69,7 @@ class PretrainConfig:
     resume: str = field(default="", metadata={"help": "checkpoint to resume", "cli": False})
 
     def __post_init__(self) -> None:
+        self.data = [self.data] if isinstance(self.data, str) else [str(d) for d in self.data or []]
         if not self.data:
             raise InputError("--data is required: the shards directory made by `tinydnabert preprocess`")
         if not self.out:
@@ -95,7 +102,7 @@ class Run:
     ds_path: str
     engine: Any
     train_loader: Any
-    val_loader: Any
+    val_loaders: dict[str, Any]  # one fixed val set per --data source
     tokenizer_dir: Path
     run_dir: Path
     max_steps: int
@@ -131,10 +138,26 @@ class Run:
 # Setup: check every input before any process group exists, then build the engine
 
 
+def _lock_run_dir(run_dir: Path, global_rank: int, world_size: int) -> tuple[OutputLock | None, InputError | None]:
+    """One run per run directory (two would prune and overwrite each other's checkpoints). Rank 0 locks it
+    before any process group exists; if it is in use, a lone process stops here, and with several ranks
+    rank 0 carries on to the engine, where every rank raises its message at once (raise_on_every_rank):
+    rank 0 stopping alone would leave the others waiting in a collective, on other nodes for 30 minutes."""
+    if global_rank != 0:
+        return None, None
+    try:
+        return OutputLock(run_dir, "--out"), None
+    except InputError as e:
+        if world_size == 1:
+            raise
+        return None, e
+
+
 def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: Any | None = None) -> Run:
     import deepspeed
 
     from . import data as data_mod
+    from . import sources
     from .formats import TOKENIZER_DIR
     from .tokenizer import load_tokenizer
 
@@ -142,28 +165,19 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
     distributed.set_cpu_threads()
     world_size, global_rank = distributed.world_size(), rank()
     run_dir = Path(cfg.out)
-    # One run per run directory (two would prune and overwrite each other's checkpoints). Rank 0 locks it
-    # before any process group exists; if it is in use, a lone process stops here, and with several ranks
-    # rank 0 carries on to the engine, where every rank raises its message at once (raise_on_every_rank):
-    # rank 0 stopping alone would leave the others waiting in a collective, on other nodes for 30 minutes.
-    lock, in_use = None, None
-    if global_rank == 0:
-        try:
-            lock = OutputLock(run_dir, "--out")
-        except InputError as e:
-            if world_size == 1:
-                raise
-            in_use = e
+    lock, in_use = _lock_run_dir(run_dir, global_rank, world_size)
     ds = ds_config.load(ds_path)
     global_batch, micro, _ = ds_config.check_batch_sizes(ds, world_size, where=str(ds_path))
     data_cfg = dataclasses.replace(data_cfg or data_mod.DataConfig(), seed=cfg.seed)
 
     # Shards, manifest and tokenizer are checked (by the loaders' constructors) before any process group
     # exists, so bad input is the same error on every rank rather than a hang in the first collective.
-    train_loader = data_mod.build_train_loader(cfg.data, data_cfg, micro, global_rank, world_size,
+    # A remote source's manifest and tokenizer are fetched here (sources.py); a mixture's tokenizers must agree.
+    srcs = sources.resolve(cfg.data, cfg.cache_dir or None)
+    train_loader = data_mod.build_train_loader(srcs, data_cfg, micro, global_rank, world_size,
                                                global_batch=global_batch)
-    val_loader = data_mod.build_val_loader(cfg.data, data_cfg, micro, global_rank, world_size)
-    tokenizer_dir = Path(cfg.data) / TOKENIZER_DIR
+    val_loaders = data_mod.build_val_loaders(srcs, data_cfg, micro, global_rank, world_size)
+    tokenizer_dir = srcs[0].local / TOKENIZER_DIR
     model_cfg = model_cfg.with_tokenizer(load_tokenizer(tokenizer_dir))
     if data_cfg.seq_len > model_cfg.max_tokens:
         raise InputError(f"--seq-len {data_cfg.seq_len} exceeds the model's {model_cfg.max_tokens} positions; "
@@ -218,7 +232,7 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
     resolved_ds = {**ds, "train_batch_size": engine.train_batch_size(),
                    "train_micro_batch_size_per_gpu": engine.train_micro_batch_size_per_gpu(),
                    "gradient_accumulation_steps": engine.gradient_accumulation_steps()}
-    return Run(cfg, model_cfg, data_cfg, str(ds_path), engine, train_loader, val_loader, tokenizer_dir, run_dir,
+    return Run(cfg, model_cfg, data_cfg, str(ds_path), engine, train_loader, val_loaders, tokenizer_dir, run_dir,
                max_steps, data_cfg.seq_len, configs, resolved_ds, resume_from, count_parameters(objective.net), lock)
 
 
@@ -266,6 +280,11 @@ def announce(run: Run, state: TrainState, peak: float, peak_src: str) -> None:
            f"{engine.world_size} ranks = {run.tokens_per_step:,} tokens | steps {state.step} -> {run.max_steps} | "
            f"peak {peak / 1e12:.2f} TFLOP/s per device ({peak_src})"
            + ("" if run.device.type == "cuda" else f" | {torch.get_num_threads()} threads/rank"))
+    mix = run.train_loader.mix
+    if mix is not None:
+        print0("mixture: " + ", ".join(f"{s.name} {share:.4f} ({s.root})"
+                                       for s, share in zip(run.train_loader.sources, mix.shares))
+               + " of the rows (shares exact over every block of a lane: data.Mixture)")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -312,9 +331,9 @@ def fit(run: Run, state: TrainState) -> None:
         batches = _logging_rows(batches, run)
     run.engine.train()
     slot = run.train_loader.layout.slot  # micro-step m of this rank -> its place in the global batch
+    # micro-step m's dropout stream is a function of (seed, step, slot): any rank computing the slot draws it
+    dropout = functools.partial(_seed_dropout, cfg.seed, state, slot)
     while state.step < run.max_steps:
-        def dropout(m: int, step: int = state.step) -> None:
-            distributed.seed_micro_batch(cfg.seed, step, slot(m))
         meter.data_wait += train_step(run.engine, batches, run.gas, run.device, meter.acc, dropout)
         state.step += 1
         state.tokens_seen += run.tokens_per_step
@@ -340,6 +359,10 @@ def fit(run: Run, state: TrainState) -> None:
     writer.close()
 
 
+def _seed_dropout(seed: int, state: TrainState, slot, m: int) -> None:
+    distributed.seed_micro_batch(seed, state.step, slot(m))
+
+
 def _logging_rows(batches: Iterator[dict[str, torch.Tensor]], run: Run) -> Iterator[dict[str, torch.Tensor]]:
     """--log-rows: pass the batches on, appending "step slot sha1" of each to RUN/rows/rankNNNNN.tsv (step as
     the console counts it, from 1; a resumed run appends, so the last line of a (step, slot) is the latest)."""
@@ -352,7 +375,10 @@ def _logging_rows(batches: Iterator[dict[str, torch.Tensor]], run: Run) -> Itera
         for j, batch in enumerate(batches, run.train_loader.batches_consumed):
             step, slot = layout.micro_batch(j)
             digest = hashlib.sha1(batch["input_ids"].numpy().tobytes() + batch["labels"].numpy().tobytes())
-            f.write(f"{step + 1}\t{slot}\t{digest.hexdigest()[:16]}\n")
+            # a mixture adds the rows of each source in this micro-batch, as the worker drew them
+            per_source = "" if "source" not in batch else "\t" + ",".join(
+                str(int(c)) for c in torch.bincount(batch["source"], minlength=len(run.val_loaders)))
+            f.write(f"{step + 1}\t{slot}\t{digest.hexdigest()[:16]}{per_source}\n")
             f.flush()
             yield batch
 
@@ -377,7 +403,10 @@ def log_interval(run: Run, state: TrainState, meter: metrics.IntervalMeter, writ
         "train/loss": loss, "train/mlm_accuracy": correct / max(masked, 1), "train/lr": lr,
         "train/grad_norm": grad_norm, "train/tokens_seen": state.tokens_seen, "perf/tokens_per_sec": tok_s,
         "perf/samples_per_sec": steps * run.global_batch / dt, "perf/step_time_ms": 1000 * dt / steps,
-        "perf/mfu": mfu, "perf/data_wait_pct": 100 * meter.data_wait / dt, **metrics.memory_stats(run.device)})
+        "perf/mfu": mfu, "perf/data_wait_pct": 100 * meter.data_wait / dt, **metrics.memory_stats(run.device),
+        **({} if run.train_loader.mix is None else {  # exact counts of the stream, not a measurement: no sync
+            f"train/tokens_seen/{name}": rows * run.seq_len
+            for name, rows in run.train_loader.rows_by_source(state.step).items()})})
     if is_rank0():
         bar.write(f"step {state.step:06d}/{run.max_steps:06d} | loss {loss:.4f} | lr {lr:.1e} | "
                   f"{1000 * dt / steps:.0f} ms | {tok_s / 1000:.1f}k tok/s | mfu {100 * mfu:.1f}% | "
@@ -386,7 +415,16 @@ def log_interval(run: Run, state: TrainState, meter: metrics.IntervalMeter, writ
 
 
 def run_eval(run: Run, state: TrainState, writer: metrics.RankZeroWriter) -> None:
-    val = evaluate(run.engine, run.val_loader, run.device)
+    """The val loss of each source; for a mixture, val/loss is their mean weighted as the mixture is."""
+    if len(run.val_loaders) == 1:
+        val = evaluate(run.engine, next(iter(run.val_loaders.values())), run.device)
+    else:
+        shares = dict(zip(run.val_loaders, run.train_loader.mix.shares))
+        per = {name: evaluate(run.engine, loader, run.device) for name, loader in run.val_loaders.items()}
+        val = {f"val/{name}/{k.split('/', 1)[1]}": v for name, r in per.items() for k, v in r.items()}
+        val.update({k: sum(shares[n] * per[n][k] for n in per) for k in ("val/loss", "val/mlm_accuracy")})
+        print0(f"step {state.step:06d}/{run.max_steps:06d} | "
+               + " | ".join(f"val loss {name} {r['val/loss']:.4f}" for name, r in per.items()))
     writer.scalars(state.step, val)
     print0(f"step {state.step:06d}/{run.max_steps:06d} | val loss {val['val/loss']:.4f} | "
            f"val mlm acc {100 * val['val/mlm_accuracy']:.2f}%")
@@ -447,7 +485,7 @@ def finalize(run: Run, state: TrainState) -> None:
 
         out = export_checkpoint(checkpoint.resolve(run.ckpt_root), run.run_dir / rundir.EXPORT_DIR, overwrite=True)
         print0(f"exported {out} (AutoModelForMaskedLM.from_pretrained loads it)")
-        input_ids = next(iter(run.val_loader))["input_ids"][:2]
+        input_ids = next(iter(next(iter(run.val_loaders.values()))))["input_ids"][:2]
         engine.eval()
         with torch.no_grad():
             logits = engine.module.net(input_ids=input_ids.to(run.device)).logits.float().cpu()

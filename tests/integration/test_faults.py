@@ -135,7 +135,7 @@ def train_shard(data: Path, i: int = 3) -> Path:
 def read_all(data: Path) -> None:
     """Everything the training reader would read, through a DataLoader worker (the error travels back)."""
     loader = build_train_loader(data, DataConfig(seq_len=128, num_workers=1, shuffle=False), micro_batch_size=4)
-    rows = sum(s.samples for s in loader.split.shards)  # more batches than one epoch holds
+    rows = sum(s.samples for s in loader.splits[0].shards)  # more batches than one epoch holds
     for _, _ in zip(range(rows), loader):
         pass
 
@@ -228,7 +228,7 @@ def test_flipped_bit_under_the_launcher_stops_every_rank(tmp_path, shards, ds):
     rank0_lanes = build_train_loader(shards, DataConfig(seq_len=128), 4, 0, 2, global_batch=16).layout.rank_lanes()
     lane = rank1.layout.rank_lanes()[0]
     assert lane not in rank0_lanes
-    _, first_group = group_of(len(rank1.split.shards), lane, rank1.cfg)  # read at rank 1's first step
+    _, first_group = group_of(len(rank1.splits[0].shards), lane, rank1.cfg)  # read at rank 1's first step
     shard = formats.shard_paths(shards, "train")[first_group[0]]
     ids = next(m for m in members(shard) if m.name.endswith(".ids.u16"))
     flip(shard, ids.offset_data + 2, 0)
