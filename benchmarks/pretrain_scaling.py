@@ -55,6 +55,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ft-batch", type=int, default=32)
     p.add_argument("--ft-lr", type=float, default=5e-4)
     p.add_argument("--max-train", type=int, default=8000, help="train rows per task (a seeded stratified subset)")
+    p.add_argument("--finetune-tasks", default="", help="tasks of the finetune protocol (default: --tasks)")
+    p.add_argument("--extend-from", type=int, default=0, help=(
+        "budgets above this step continue from its export with --init-from, data seed 1: a weights-only restart "
+        "(fresh AdamW moments, a new warmup), for when the first run's checkpoints are gone"))
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS for pretraining and evaluation")
     return p.parse_args()
 
@@ -70,7 +74,8 @@ def ensure_shards(a: argparse.Namespace, out: Path) -> Path:
     return shards
 
 
-def pretrain(a: argparse.Namespace, shards: Path, run: Path, steps: int, budgets: list[int]) -> float:
+def pretrain(a: argparse.Namespace, shards: Path, run: Path, steps: int, budgets: list[int],
+             init_from: Path | None = None) -> float:
     """Pretrain (or resume) to `steps`; a checkpoint at every budget. Returns the wall seconds spent now."""
     from tinydnabert import checkpoint
 
@@ -90,7 +95,8 @@ def pretrain(a: argparse.Namespace, shards: Path, run: Path, steps: int, budgets
            "--keep-checkpoints", "1000", "--log-interval", "25", "--eval-interval", str(gcd), "--val-batches", "16",
            "--seq-len", str(a.seq_len), "--hidden-size", str(a.hidden), "--num-hidden-layers", str(a.layers),
            "--num-attention-heads", str(a.heads), "--intermediate-size", str(4 * a.hidden), "--num-workers", "1",
-           "--no-export", *(["--resume"] if done is not None else [])]
+           "--no-export", *(["--resume"] if done is not None else []),
+           *(["--init-from", str(init_from), "--seed", "1"] if init_from else [])]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
     return time.perf_counter() - t0
@@ -161,19 +167,33 @@ def main() -> int:
     budgets = sorted(int(b) for b in a.budgets.split(","))
     protocols = [p.strip() for p in a.protocols.split(",") if p.strip()]
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
+    ft_tasks = [t.strip() for t in (a.finetune_tasks or a.tasks).split(",") if t.strip()]
     shards = ensure_shards(a, work)
-    run = work / "pretrain"
-    t_pre = pretrain(a, shards, run, budgets[-1], budgets)
-    tokens_per_step = a.batch * a.seq_len
-    exports = {b: export(run, b, work / "exports" / f"step{b:06d}") for b in budgets}
     from tinydnabert.plots import read_scalars
 
-    val_steps, val_losses = read_scalars(run).get("val/loss", ([], []))
-    val_loss = dict(zip(val_steps, val_losses))
+    # Segments of pretraining: (run dir, first step, budgets); a continuation's step k is budget first + k.
+    first = [b for b in budgets if not a.extend_from or b <= a.extend_from]
+    segments = [(work / "pretrain", 0, first, None)]
+    if a.extend_from:
+        if a.extend_from not in first:
+            raise SystemExit(f"error: --extend-from {a.extend_from} must be one of --budgets")
+        segments.append((work / f"pretrain-from{a.extend_from:06d}", a.extend_from,
+                         [b for b in budgets if b > a.extend_from], work / "exports" / f"step{a.extend_from:06d}"))
+    tokens_per_step = a.batch * a.seq_len
+    t_pre, exports, val_loss = 0.0, {}, {}
+    for run, start, seg, init_from in segments:
+        outs = {b: work / "exports" / f"step{b:06d}" for b in seg}
+        if not all((o / "config.json").is_file() for o in outs.values()):
+            t_pre += pretrain(a, shards, run, seg[-1] - start, [b - start for b in seg], init_from)
+        exports.update({b: export(run, b - start, o) for b, o in outs.items()})
+        val_steps, val_losses = read_scalars(run).get("val/loss", ([], [])) if run.is_dir() else ([], [])
+        val_loss.update({start + s: v for s, v in zip(val_steps, val_losses) if start + s in seg})
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for task in tasks:
         for protocol in protocols:
+            if protocol == "finetune" and task not in ft_tasks:
+                continue
             base = work / "eval" / task.replace("/", "__") / protocol
             scratch = evaluate(a, "scratch", exports[budgets[0]], task, protocol, base / "scratch")
             s_seeds = [r["test_mcc"] for r in scratch["seeds"]]
