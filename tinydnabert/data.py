@@ -197,6 +197,9 @@ def _load_split(source: Source | str | Path, split: str, verify: bool = True) ->
             except (KeyError, TypeError, ValueError) as err:
                 raise InputError(f"{mpath}: splits.{split}.shards[{i}] lacks name/samples/tokens ({err}); "
                                  f"re-run preprocess") from err
+        if any(s.sha256 is None for s in shards):
+            print0(f"note: {mpath} records no sha256 for {sum(s.sha256 is None for s in shards)} {split} shards (an "
+                   "older tinydnabert): they are read unverified and never kept in --cache-dir; re-run preprocess")
         sps = (manifest.get("config") or {}).get("samples_per_shard")
         return _Split(tuple(shards), vocab_size, sha, sps, verify, True,
                       None if source.cache is None else str(source.cache), split)
@@ -588,7 +591,7 @@ def source_seed(seed: int, i: int) -> int:
 
 
 def _too_small(split: _Split, cfg: DataConfig) -> InputError:
-    return InputError(f"{Path(split.shards[0].path).parent}: the shards of a lane hold less than one "
+    return InputError(f"{split.shards[0].path.rsplit('/', 1)[0]}: the shards of a lane hold less than one "
                       f"{cfg.seq_len}-token row; re-run preprocess with a larger --samples-per-shard, use a smaller "
                       f"--seq-len or fewer --lanes")
 

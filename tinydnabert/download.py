@@ -310,8 +310,12 @@ def fetch_bytes(url: str, retries: int = 5, timeout: float = 60.0, log: Callable
                 raise http.client.IncompleteRead(b"", total - len(buf))
             return bytes(buf)
         except urllib.error.HTTPError as e:
-            raise InputError(f"{url}: HTTP {e.code} {e.reason}; check the URL (the shards directory, as "
-                             f"`tinydnabert preprocess --out` wrote it) and that the server serves it") from e
+            if e.code not in (429, 500, 502, 503, 504) or attempt == retries:  # busy / gateway: worth a retry
+                raise InputError(f"{url}: HTTP {e.code} {e.reason}; check the URL (the shards directory, as "
+                                 f"`tinydnabert preprocess --out` wrote it) and that the server serves it") from e
+            why = f"HTTP {e.code} {e.reason}"
+            log(f"{url}: {why}; retry {attempt + 1}/{retries}")
+            time.sleep(min(0.25 * 2 ** attempt, 10))
         except (http.client.HTTPException, urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError,
                 OSError) as e:
             why = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
+import math
 import os
 import re
 import shlex
@@ -81,8 +83,8 @@ def parse_spec(spec: str) -> tuple[str, str, float | None]:
     name, where = (m.group(1), m.group(2)) if m else ("", spec)
     weight = None
     head, sep, tail = where.rpartition(":")
-    if sep and head and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^/]*", head) and head not in ("pipe", "s3",
-                                                                                                       "gs"):
+    is_port = re.fullmatch(r"https?://[^/:]*", head) is not None  # http://host:8000 (a port), not a weight
+    if sep and head and not is_port and head not in ("pipe", "s3", "gs", "http", "https"):
         try:
             weight = float(tail)
         except ValueError:
@@ -94,7 +96,7 @@ def parse_spec(spec: str) -> tuple[str, str, float | None]:
                          "directory goes, e.g. pipe:curl -fsS https://host/shards/chr20/{path}")
     if weight is not None and not m:
         raise InputError(f"--data {spec!r}: a weight needs a name, as in human={where}:{tail}")
-    if weight is not None and not weight > 0:
+    if weight is not None and not (weight > 0 and math.isfinite(weight)):
         raise InputError(f"--data {spec!r}: weight {tail} must be > 0")
     if not name:
         tail = where.replace("{path}", "") if where.startswith("pipe:") else urllib.parse.urlparse(where).path
@@ -147,15 +149,28 @@ def _stage(root: str, cache: Path | None) -> Path:
     key = (root, str(cache))
     if key in _STAGED:
         return _STAGED[key]
-    if cache is not None:
-        local = cache
-        local.mkdir(parents=True, exist_ok=True)
-    else:
-        local = Path(tempfile.mkdtemp(prefix="tinydnabert-remote-"))
-        atexit.register(shutil.rmtree, local, True)
+    try:
+        if cache is not None:
+            local = cache
+            local.mkdir(parents=True, exist_ok=True)
+        else:
+            local = Path(tempfile.mkdtemp(prefix="tinydnabert-remote-"))
+            atexit.register(shutil.rmtree, local, True)
+    except OSError as e:
+        raise InputError(f"{cache or tempfile.gettempdir()}: cannot create the folder for {root}'s manifest and "
+                         f"tokenizer ({e.strerror}); pass a writable --cache-dir") from e
     for rel in (MANIFEST, f"{TOKENIZER_DIR}/{TOKENIZER_FILE}", f"{TOKENIZER_DIR}/{TOKENIZER_CONFIG_FILE}"):
         raw = read_remote(join(root, rel))
-        atomic_write_bytes(local / rel, raw)
+        if rel == MANIFEST:
+            try:
+                json.loads(raw)
+            except ValueError as e:
+                raise InputError(f"{join(root, rel)}: not a JSON manifest ({e}); is {root} a shards directory "
+                                 "written by `tinydnabert preprocess`?") from e
+        try:
+            atomic_write_bytes(local / rel, raw)
+        except OSError as e:
+            raise InputError(f"{local / rel}: cannot write ({e.strerror}); pass a writable --cache-dir") from e
     _STAGED[key] = local
     print0(f"{root}: manifest and tokenizer fetched into {local}")
     return local
@@ -174,8 +189,12 @@ def read_remote(location: str) -> bytes:
         scheme = location.split("://", 1)[0]
         template = os.environ.get(f"TINYDNABERT_PIPE_{scheme.upper()}", PIPE_COMMANDS[scheme])
         u = urllib.parse.urlparse(location)
-        cmd = template.format(url=shlex.quote(location), bucket=shlex.quote(u.netloc),
-                              key=shlex.quote(u.path.lstrip("/")))
+        try:
+            cmd = template.format(url=shlex.quote(location), bucket=shlex.quote(u.netloc),
+                                  key=shlex.quote(u.path.lstrip("/")))
+        except (KeyError, IndexError, ValueError) as e:
+            raise InputError(f"$TINYDNABERT_PIPE_{scheme.upper()}={template!r}: unknown placeholder {e}; it may use "
+                             "{url}, {bucket} and {key}") from e
     for attempt in range(RETRIES + 1):
         try:
             done = subprocess.run(cmd, shell=True, capture_output=True, timeout=30 * TIMEOUT)
@@ -205,5 +224,9 @@ def fetch_shard(location: str, cache_file: Path | None, size: int | None, sha256
     if cache_file is None or sha256 is None or (size is not None and len(raw) != size) \
             or hashlib.sha256(raw).hexdigest() != sha256:
         return raw, False  # read_shard checks it and names `location` if it is wrong
-    atomic_write_bytes(cache_file, raw)
+    try:
+        atomic_write_bytes(cache_file, raw)
+    except OSError as e:
+        raise InputError(f"{cache_file}: cannot keep {location} in the cache ({e.strerror}); free some space or "
+                         "pass another --cache-dir") from e
     return raw, True

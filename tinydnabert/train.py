@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
 import platform
 import sys
 import time
@@ -69,7 +70,8 @@ class PretrainConfig:
     resume: str = field(default="", metadata={"help": "checkpoint to resume", "cli": False})
 
     def __post_init__(self) -> None:
-        self.data = [self.data] if isinstance(self.data, str) else [str(d) for d in self.data or []]
+        self.data = [str(d) for d in ([self.data] if isinstance(self.data, (str, os.PathLike)) else self.data or [])
+                     if str(d)]
         if not self.data:
             raise InputError("--data is required: the shards directory made by `tinydnabert preprocess`")
         if not self.out:

@@ -1,5 +1,5 @@
-"""Genome mixtures on real genomes: human (the soft-masked hg38 slice) + yeast (S288C chromosomes I-III, sharded with
-the human tokenizer through `preprocess --tokenizer`), as `--data human=DIR:0.7 --data yeast=DIR:0.3`.
+"""Genome mixtures on real genomes: human chr20 (GRCh37, 59.5 Mbp) + yeast (S288C chromosomes I-III, sharded with
+chr20's tokenizer through `preprocess --tokenizer`), as `--data human=DIR:0.7 --data yeast=DIR:0.3`.
 
 What must hold: each source's rows in the mixture are exactly that source's own stream (nothing lost, repeated
 or mixed up), the mixture's rows per step do not depend on the world size or on a resume, the shares of rows
@@ -26,19 +26,31 @@ GLOBAL, MICRO, LANES, SEQ = 16, 4, 4, 128  # 4 slots = 4 lanes: slot s of step k
 
 
 @pytest.fixture(scope="module")
-def yeast_shards(tmp_path_factory, genome_dir: Path, hg38_shards: Path) -> Path:
+def chr20_shards(tmp_path_factory, genome_dir: Path) -> Path:
+    """The whole of chr20 (~20 s on 2 cores): a small vocabulary, 45 shards."""
+    from tinydnabert.preprocess import PreprocessConfig, run_preprocess
+
+    out = tmp_path_factory.mktemp("chr20") / "shards"
+    run_preprocess(PreprocessConfig(
+        fasta=[str(genome_dir / "grch37_chr20.fa.gz")], out=str(out), vocab_size=256, min_frequency=2,
+        samples_per_shard=2048, val_fraction=0.01, seed=0, workers=2, progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def yeast_shards(tmp_path_factory, genome_dir: Path, chr20_shards: Path) -> Path:
     from tinydnabert.preprocess import PreprocessConfig, run_preprocess
 
     out = tmp_path_factory.mktemp("yeast") / "shards"
     run_preprocess(PreprocessConfig(
         fasta=[str(genome_dir / "yeast_S288C_R64-2-1.fa.gz")], out=str(out), include=[r"ref\|NC_00113[3-5]\|"],
-        tokenizer=str(hg38_shards / "tokenizer"), samples_per_shard=256, val_fraction=0.05, seed=0, workers=2,
+        tokenizer=str(chr20_shards / "tokenizer"), samples_per_shard=256, val_fraction=0.05, seed=0, workers=2,
         progress=False))
     return out
 
 
-def mixture(hg38_shards: Path, yeast_shards: Path) -> list:
-    return sources.resolve([f"human={hg38_shards}:{WEIGHTS['human']}", f"yeast={yeast_shards}:{WEIGHTS['yeast']}"])
+def mixture(chr20_shards: Path, yeast_shards: Path) -> list:
+    return sources.resolve([f"human={chr20_shards}:{WEIGHTS['human']}", f"yeast={yeast_shards}:{WEIGHTS['yeast']}"])
 
 
 def cfg(seed: int = 0) -> DataConfig:
@@ -54,12 +66,12 @@ def digest(batch: dict, i: int) -> str:
     return hashlib.sha1(batch["input_ids"][i].numpy().tobytes() + batch["labels"][i].numpy().tobytes()).hexdigest()
 
 
-def test_each_source_is_its_own_stream(hg38_shards, yeast_shards):
+def test_each_source_is_its_own_stream(chr20_shards, yeast_shards):
     """Lane by lane, the mixture's rows of source s, in order, are source s's own stream (its own seed)."""
     steps = 2 * MIX_BLOCK // (GLOBAL // LANES)  # two blocks of every lane
-    mixed = take(build_train_loader(mixture(hg38_shards, yeast_shards), cfg(), MICRO, global_batch=GLOBAL),
+    mixed = take(build_train_loader(mixture(chr20_shards, yeast_shards), cfg(), MICRO, global_batch=GLOBAL),
                  steps * LANES)
-    for i, (name, shards) in enumerate((("human", hg38_shards), ("yeast", yeast_shards))):
+    for i, (name, shards) in enumerate((("human", chr20_shards), ("yeast", yeast_shards))):
         alone = take(build_train_loader(shards, cfg(source_seed(0, i)), MICRO, global_batch=GLOBAL), steps * LANES)
         for lane in range(LANES):
             # micro-batch j = (step k, slot j % 4) holds lane (j % 4)'s positions 4k .. 4k+3, in order
@@ -69,8 +81,8 @@ def test_each_source_is_its_own_stream(hg38_shards, yeast_shards):
             assert got == want, f"{name}: lane {lane} of the mixture is not {name}'s own stream"
 
 
-def test_shares_and_counts(hg38_shards, yeast_shards):
-    loader = build_train_loader(mixture(hg38_shards, yeast_shards), cfg(), MICRO, global_batch=GLOBAL)
+def test_shares_and_counts(chr20_shards, yeast_shards):
+    loader = build_train_loader(mixture(chr20_shards, yeast_shards), cfg(), MICRO, global_batch=GLOBAL)
     batches = take(loader, 128 * LANES)  # 128 steps x 16 rows: 4 blocks of each of the 4 lanes
     per_step = np.array([np.bincount(b["source"].numpy(), minlength=2) for b in batches]).reshape(-1, LANES, 2).sum(1)
     seen = per_step.cumsum(0)
@@ -83,9 +95,9 @@ def test_shares_and_counts(hg38_shards, yeast_shards):
     assert abs(seen[6, 0] / seen[6].sum() - WEIGHTS["human"]) < 0.05
 
 
-def test_elastic_and_resumable(hg38_shards, yeast_shards):
+def test_elastic_and_resumable(chr20_shards, yeast_shards):
     """The rows of every step are the same on 1 and on 2 ranks, and after a resume on another world size."""
-    srcs = mixture(hg38_shards, yeast_shards)
+    srcs = mixture(chr20_shards, yeast_shards)
     steps = 12
 
     def by_step(world: int, start_state=None, first_step: int = 0) -> dict[tuple[int, int], str]:
@@ -109,7 +121,7 @@ def test_elastic_and_resumable(hg38_shards, yeast_shards):
     assert resumed == {k: v for k, v in one.items() if k[0] >= 5}
 
 
-def test_refuses_another_tokenizer_and_unweighted(hg38_shards, tmp_path, genome_dir):
+def test_refuses_another_tokenizer_and_unweighted(chr20_shards, tmp_path, genome_dir):
     from tinydnabert.preprocess import PreprocessConfig, run_preprocess
 
     own = tmp_path / "phage"
@@ -117,16 +129,16 @@ def test_refuses_another_tokenizer_and_unweighted(hg38_shards, tmp_path, genome_
                                     min_frequency=2, samples_per_shard=16, val_fraction=0.1, workers=1,
                                     progress=False))
     with pytest.raises(InputError, match="a mixture needs one tokenizer"):
-        build_train_loader(sources.resolve([f"human={hg38_shards}:0.9", f"phage={own}:0.1"]), cfg(), MICRO,
+        build_train_loader(sources.resolve([f"human={chr20_shards}:0.9", f"phage={own}:0.1"]), cfg(), MICRO,
                            global_batch=GLOBAL)
     with pytest.raises(InputError, match="needs a name and a weight"):
-        sources.resolve([str(hg38_shards), f"phage={own}:0.1"])
+        sources.resolve([str(chr20_shards), f"phage={own}:0.1"])
     with pytest.raises(InputError, match="rounds to no row"):
-        build_train_loader(sources.resolve([f"human={hg38_shards}:0.999", f"human2={hg38_shards}:0.001"]), cfg(),
+        build_train_loader(sources.resolve([f"human={chr20_shards}:0.999", f"human2={chr20_shards}:0.001"]), cfg(),
                            MICRO, global_batch=GLOBAL)
 
 
-def test_launcher_reports_each_source(tmp_path, hg38_shards, yeast_shards):
+def test_launcher_reports_each_source(tmp_path, chr20_shards, yeast_shards):
     """A real run: the console names the mixture, TensorBoard has tokens seen and val loss per source, and the
     tokens it shows are the rows the workers drew (the --log-rows counts), in the weights' proportion."""
     steps = 2 * MIX_BLOCK * LANES // GLOBAL  # 64 steps: two whole blocks of every lane
@@ -138,7 +150,7 @@ def test_launcher_reports_each_source(tmp_path, hg38_shards, yeast_shards):
     ds.write_text(json.dumps(ds_config.derive(ds_config.shipped(ds_config.CPU_CONFIG), batch=GLOBAL, micro=MICRO,
                                               lr=2e-3, warmup=5, steps=steps)))
     args = ["--deepspeed_config", str(ds), "--out", str(run),
-            "--data", f"human={hg38_shards}:0.7", "--data", f"yeast={yeast_shards}:0.3", "--max-steps", str(steps),
+            "--data", f"human={chr20_shards}:0.7", "--data", f"yeast={yeast_shards}:0.3", "--max-steps", str(steps),
             *MODEL_FLAGS, "--seq-len", str(SEQ), "--num-workers", "1", "--val-batches", "2", "--log-interval", "16",
             "--eval-interval", "32", "--save-interval", "64", "--log-rows", "--no-export"]
     text = wait(launch(["--num_gpus", "1", "--master_port", str(free_port())], args, log, tmp_path), log, timeout=600)

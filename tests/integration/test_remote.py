@@ -52,9 +52,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         m = re.fullmatch(r"bytes=(\d+)-", rng or "")
         start = int(m.group(1)) if m and not srv.no_range else 0
         with srv.lock:
-            drop = srv.drop_once and rel.endswith(".tar") and rel not in srv.dropped
+            busy = srv.busy_once and rel.endswith(".tar") and rel not in srv.busied
+            if busy:
+                srv.busied.add(rel)
+            drop = not busy and srv.drop_once and rel.endswith(".tar") and rel not in srv.dropped
             if drop:
                 srv.dropped.add(rel)
+        if busy:  # a gateway under load: 503 once per shard
+            srv.record(rel, rng, 503)
+            self.send_error(503)
+            return
         srv.record(rel, rng, 206 if start else 200)
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(body) - start))  # the full length, also when dropping
@@ -77,9 +84,10 @@ class ShardServer:
     (Range header, status) of every GET, in order."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.drop_once, self.no_range = Path(root), False, False
+        self.root, self.drop_once, self.no_range, self.busy_once = Path(root), False, False, False
         self.lock = threading.Lock()
         self.dropped: set[str] = set()
+        self.busied: set[str] = set()
         self.log: dict[str, list[tuple[str | None, int]]] = defaultdict(list)
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.owner = self  # type: ignore[attr-defined]
@@ -185,6 +193,14 @@ def test_url_gives_the_local_batches(server, local):
     assert_same_as_local(server.url, local, workers=1)
     assert len([p for p in server.log if p.startswith("train/")]) >= 8  # really streamed: a rank reads 8 shards
     assert server.log["manifest.json"] == [(None, 200)]  # fetched once per process, for train and val alike
+
+
+def test_busy_server_is_retried(server, local):
+    """503 (a gateway or object store under load) is retried like a dropped connection; a 404 is not (below)."""
+    server.busy_once = True
+    assert_same_as_local(server.url, local)
+    tars = {p: v for p, v in server.log.items() if p.endswith(".tar")}
+    assert len(tars) >= 16 + 8 and all(v[:2] == [(None, 503), (None, 200)] for v in tars.values())
 
 
 @pytest.mark.parametrize("no_range", [False, True], ids=["resumed", "range-ignored"])

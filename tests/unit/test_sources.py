@@ -17,6 +17,8 @@ from tinydnabert.data import MIX_BLOCK, Mixture
     ("http://127.0.0.1:8000/shards/chr20", ("chr20", "http://127.0.0.1:8000/shards/chr20", None)),
     ("y=http://127.0.0.1:8000/yeast:0.25", ("y", "http://127.0.0.1:8000/yeast", 0.25)),
     ("y=http://127.0.0.1:8000", ("y", "http://127.0.0.1:8000", None)),  # a port, not a weight
+    ("y=http://127.0.0.1:8000:0.25", ("y", "http://127.0.0.1:8000", 0.25)),  # a port, then a weight
+    ("h=s3://bucket:0.5", ("h", "s3://bucket", 0.5)),  # a bucket root (s3 has no ports)
     ("h=s3://bucket/chr20:2", ("h", "s3://bucket/chr20", 2.0)),
     ("pipe:curl -fsS https://h/x/{path}", ("x", "pipe:curl -fsS https://h/x/{path}", None)),
 ])
@@ -29,10 +31,17 @@ def test_parse_spec(spec, want):
     ("h=runs/chr20:0", "must be > 0"),
     ("h=runs/chr20:-1", "must be > 0"),
     ("pipe:curl -fsS https://h/x/manifest.json", "must hold {path}"),
+    ("h=runs/chr20:inf", "must be > 0"),
 ])
 def test_parse_spec_refuses(spec, message):
     with pytest.raises(InputError, match=message):
         sources.parse_spec(spec)
+
+
+def test_pipe_placeholder_typo_is_an_input_error(monkeypatch):
+    monkeypatch.setenv("TINYDNABERT_PIPE_S3", "cat /x/{path}")
+    with pytest.raises(InputError, match=r"unknown placeholder 'path'.*\{url\}, \{bucket\} and \{key\}"):
+        sources.read_remote("s3://bucket/chr20/manifest.json")
 
 
 def test_resolve_normalises_and_refuses_duplicates(tmp_path):
