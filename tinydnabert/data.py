@@ -188,38 +188,28 @@ def _load_split(source: Source | str | Path, split: str, verify: bool = True) ->
                          + (" with --val-fraction > 0 or --val-records" if split == "val" else ""))
     listed = [e.get("name") for e in entries]
     if source.remote:  # no listing over HTTP: the manifest is the list; size and sha256 are checked on read
-        shards = []
-        for i, e in enumerate(entries):
-            try:
-                shards.append(ShardInfo(source.location(f"{split}/{e['name']}"), i, int(e["samples"]),
-                                        int(e["tokens"]), int(e["bytes"]) if "bytes" in e else None,
-                                        e.get("sha256"), e["name"]))
-            except (KeyError, TypeError, ValueError) as err:
-                raise InputError(f"{mpath}: splits.{split}.shards[{i}] lacks name/samples/tokens ({err}); "
-                                 f"re-run preprocess") from err
-        if any(s.sha256 is None for s in shards):
-            print0(f"note: {mpath} records no sha256 for {sum(s.sha256 is None for s in shards)} {split} shards (an "
-                   "older tinydnabert): they are read unverified and never kept in --cache-dir; re-run preprocess")
-        sps = (manifest.get("config") or {}).get("samples_per_shard")
-        return _Split(tuple(shards), vocab_size, sha, sps, verify, True,
-                      None if source.cache is None else str(source.cache), split)
-    on_disk = {p.name: p for p in formats.shard_paths(data_dir, split)}  # InputError if none
-    missing = [n for n in listed if n not in on_disk]
-    if missing:
-        raise InputError(f"{Path(data_dir) / split / missing[0]}: listed in {mpath} but missing "
-                         f"({len(missing)} missing); re-run `tinydnabert preprocess`")
-    extra = sorted(set(on_disk) - set(listed))
-    if extra:
-        raise InputError(f"{on_disk[extra[0]]}: not listed in {mpath} ({len(extra)} such); the shards "
-                         f"directory was changed after preprocessing; re-run `tinydnabert preprocess`")
+        where = {n: source.location(f"{split}/{n}") for n in listed}
+    else:
+        on_disk = {p.name: p for p in formats.shard_paths(data_dir, split)}  # InputError if none
+        missing = [n for n in listed if n not in on_disk]
+        if missing:
+            raise InputError(f"{Path(data_dir) / split / missing[0]}: listed in {mpath} but missing "
+                             f"({len(missing)} missing); re-run `tinydnabert preprocess`")
+        extra = sorted(set(on_disk) - set(listed))
+        if extra:
+            raise InputError(f"{on_disk[extra[0]]}: not listed in {mpath} ({len(extra)} such); the shards "
+                             f"directory was changed after preprocessing; re-run `tinydnabert preprocess`")
+        where = {n: str(path) for n, path in on_disk.items()}
     shards = []
     for i, e in enumerate(entries):
         try:
-            shards.append(ShardInfo(str(on_disk[e["name"]]), i, int(e["samples"]), int(e["tokens"]),
+            shards.append(ShardInfo(where[e["name"]], i, int(e["samples"]), int(e["tokens"]),
                                     int(e["bytes"]) if "bytes" in e else None, e.get("sha256"), e["name"]))
         except (KeyError, TypeError, ValueError) as err:
-            raise InputError(f"{mpath}: splits.{split}.shards[{i}] lacks samples/tokens ({err}); "
+            raise InputError(f"{mpath}: splits.{split}.shards[{i}] lacks name/samples/tokens ({err}); "
                              f"re-run preprocess") from err
+        if source.remote:
+            continue
         size = os.path.getsize(shards[-1].path)
         if size == 0 or size % 512:  # a tar file is whole 512-byte blocks: this one was cut short
             raise InputError(f"{shards[-1].path}: truncated shard ({size} bytes, not whole 512-byte tar "
@@ -227,11 +217,13 @@ def _load_split(source: Source | str | Path, split: str, verify: bool = True) ->
         if shards[-1].bytes is not None and size != shards[-1].bytes:
             raise InputError(f"{shards[-1].path}: truncated or replaced shard ({size:,} bytes, the manifest says "
                              f"{shards[-1].bytes:,}); re-run `tinydnabert preprocess`")
-    if verify and any(s.sha256 is None for s in shards):
+    if (verify or source.cache) and any(s.sha256 is None for s in shards):
         print0(f"note: {mpath} records no sha256 for {sum(s.sha256 is None for s in shards)} {split} shards (made "
-               f"by an older tinydnabert), so those are read unverified; re-run `tinydnabert preprocess` to add them")
+               f"by an older tinydnabert), so those are read unverified (and never kept in --cache-dir); re-run "
+               f"`tinydnabert preprocess` to add them")
     sps = (manifest.get("config") or {}).get("samples_per_shard")
-    return _Split(tuple(shards), vocab_size, sha, sps, verify, False, None, split)
+    return _Split(tuple(shards), vocab_size, sha, sps, verify, source.remote,
+                  None if source.cache is None else str(source.cache), split)
 
 
 def _read_checked(split: _Split, shard: ShardInfo) -> list[np.ndarray]:
