@@ -58,6 +58,29 @@ def raise_on_every_rank(error: InputError | None) -> None:
         raise InputError(box[0])
 
 
+def release_shm_buffer() -> None:
+    """Unlink this rank's DeepSpeed shared-memory all-reduce file on the CPU accelerator, once every rank has mapped it.
+
+    DeepSpeed's CPU all-reduce (csrc/cpu/comm/shm.cpp) makes one 69 MB POSIX shm file per rank,
+    /dev/shm/deepspeed_allreduce_buffer_{uid}_{MASTER_ADDR}_{MASTER_PORT}_{rank}, and never unlinks it: every CPU run
+    left its files behind, a SIGKILLed one too (the test suite: 41 files, 2.8 GB, per run), until /dev/shm filled this
+    24 GB machine and the OOM killer stopped a test run. Each rank maps every peer's file while the process group
+    starts, so after a barrier the names can go: the mappings stay valid, and the memory is freed when the last rank
+    exits, however it exits."""
+    import deepspeed.comm as dist
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        return
+    dist.barrier()  # every rank is past the process group's start, so has mapped every peer's file
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+            f"{os.environ.get('MASTER_PORT', '')}_{dist.get_rank()}")
+    try:
+        os.unlink(os.path.join("/dev/shm", name))
+    except FileNotFoundError:  # ranks on several nodes: DeepSpeed made no shm file
+        pass
+
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 

@@ -217,6 +217,7 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
     deepspeed.init_distributed()
     engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.parameters(), config=ds)
     distributed.raise_on_every_rank(in_use)
+    distributed.release_shm_buffer()
     if cfg.compile:
         engine.compile()
     distributed.seed_rank(cfg.seed, engine.global_rank)
