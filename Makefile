@@ -14,11 +14,11 @@ install:
 
 # The whole pipeline on the real genome: preprocess -> pretrain -> export -> fine-tune -> results (~10 min, 2 CPU cores).
 demo: install
-	$(PYTHON) -m tinydnabert.cli quickstart $(ARGS)
+	$(PYTHON) -m tinydnabert quickstart $(ARGS)
 
 # The smallest end-to-end setting (~2 min): what tests/integration/test_quickstart.py runs.
 smoke: install
-	$(PYTHON) -m tinydnabert.cli quickstart --smoke --out runs/quickstart-smoke $(ARGS)
+	$(PYTHON) -m tinydnabert quickstart --smoke --out runs/quickstart-smoke $(ARGS)
 
 # The linter (configured in pyproject.toml): .ci/run runs it before the tests, through `make test`.
 lint:

@@ -10,7 +10,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tinydnabert", "tinydnabert.*"]),
-    package_data={"tinydnabert": ["published/*.csv", "published/*.md"]},
+    # Data the package reads at run time travels inside it: the DeepSpeed configs and the launcher scripts
+    # (the checkout's top-level ds_configs/ and launch/ are links to these folders), the published scores.
+    package_data={"tinydnabert": ["published/*.csv", "published/*.md", "pretrain/ds_configs/*.json",
+                                  "app/launch/*.py"]},
     install_requires=[
         # torch: install the build for your machine FIRST (README step 1). An unpinned
         # `torch` here would let pip pull a multi-GB CUDA wheel onto a CPU-only box.
@@ -36,5 +39,5 @@ setup(
         # The HF Trainer baseline of benchmarks/throughput.py needs accelerate.
         "bench": ["accelerate>=0.26"],
     },
-    entry_points={"console_scripts": ["tinydnabert=tinydnabert.cli:main"]},
+    entry_points={"console_scripts": ["tinydnabert=tinydnabert.app.cli:main"]},
 )

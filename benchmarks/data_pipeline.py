@@ -1,4 +1,4 @@
-"""Data-pipeline throughput: tinydnabert.data (read, decode, pack, mask) vs the reference recipe's way.
+"""Data-pipeline throughput: tinydnabert.pretrain.data (read, decode, pack, mask) vs the reference recipe's way.
 
     python benchmarks/data_pipeline.py                      # preprocesses chr20 into a temp dir first
     python benchmarks/data_pipeline.py --data SHARDS_DIR --workers 0 2 --batches 100 --repeats 3
@@ -37,16 +37,16 @@ import numpy as np
 import torch
 
 from tinydnabert import formats
-from tinydnabert.common import atomic_write_json, data_dir
-from tinydnabert.data import DataConfig, build_train_loader, mask_tokens, pack_rows
-from tinydnabert.shards import read_shard
+from tinydnabert.io import atomic_write_json, data_dir
+from tinydnabert.prep.shards import read_shard
+from tinydnabert.pretrain.data import DataConfig, build_train_loader, mask_tokens, pack_rows
 
 REPO = Path(__file__).resolve().parents[1]
 PAD_ID = formats.PAD_ID
 
 
 def make_shards(fasta: Path, out: Path) -> Path:
-    from tinydnabert.preprocess import PreprocessConfig, run_preprocess
+    from tinydnabert.prep.preprocess import PreprocessConfig, run_preprocess
 
     t = time.perf_counter()
     run_preprocess(PreprocessConfig(fasta=[str(fasta)], out=str(out), seed=0, progress=False))
@@ -108,7 +108,7 @@ def baseline_examples(data: Path, cfg: DataConfig, n_samples: int) -> list[dict[
 def hf_collator(data: Path, cfg: DataConfig):
     from transformers import DataCollatorForLanguageModeling
 
-    from tinydnabert.tokenizer import load_tokenizer
+    from tinydnabert.prep.tokenizer import load_tokenizer
 
     return DataCollatorForLanguageModeling(load_tokenizer(data), mlm=True, mlm_probability=cfg.mlm_probability)
 

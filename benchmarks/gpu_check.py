@@ -245,11 +245,11 @@ def sweep_worker(prepared: Path) -> int:
     import deepspeed
     import torch
 
-    from tinydnabert import data as data_mod
-    from tinydnabert import distributed, ds_config, metrics
-    from tinydnabert.model import MaskedLMObjective, ModelConfig, build_model, flops_per_token
-    from tinydnabert.tokenizer import load_tokenizer
-    from tinydnabert.train import train_step
+    from tinydnabert.prep.tokenizer import load_tokenizer
+    from tinydnabert.pretrain import data as data_mod
+    from tinydnabert.pretrain import distributed, ds_config, metrics
+    from tinydnabert.pretrain.model import MaskedLMObjective, ModelConfig, build_model, flops_per_token
+    from tinydnabert.pretrain.train import train_step
 
     distributed.bootstrap_env()
     deepspeed.init_distributed()

@@ -8,7 +8,7 @@ interleaved blocks (--rounds x --block steps, the first step of each block dropp
 
   plain        the same MaskedLMObjective (--masked-per-row head), torch.optim.AdamW (foreach), clip_grad_norm_
                1.0, a LambdaLR warmup, zero_grad(set_to_none) -- what DeepSpeed's engine does, written by hand
-  ours bf16    tinydnabert.train.train_step on the engine from ds_configs/zero1.json (bf16, ZeRO-1, FusedAdam,
+  ours bf16    tinydnabert.pretrain.train.train_step on the engine from ds_configs/zero1.json (bf16, ZeRO-1, FusedAdam,
                clipping, TensorBoard on: what a GPU run executes), batch = micro = 1
   ours fp32    the same from zero1-cpu-fp32.json
   ours bf16, TensorBoard off: what DeepSpeed's own per-step TensorBoard event costs
@@ -38,15 +38,15 @@ SEQ = 32
 
 
 def _model_cfg(shards: Path):
-    from tinydnabert.model import ModelConfig
-    from tinydnabert.tokenizer import load_tokenizer
+    from tinydnabert.prep.tokenizer import load_tokenizer
+    from tinydnabert.pretrain.model import ModelConfig
 
     return ModelConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=1, intermediate_size=32,
                        max_position_embeddings=SEQ + 2).with_tokenizer(load_tokenizer(shards))
 
 
 def _objective(mcfg):
-    from tinydnabert.model import MaskedLMObjective, build_model
+    from tinydnabert.pretrain.model import MaskedLMObjective, build_model
 
     torch.manual_seed(0)
     return MaskedLMObjective(build_model(mcfg), masked_per_row=8)
@@ -80,7 +80,7 @@ class Ours:
     def __init__(self, mcfg, batches, config: str, tb_dir: Path | None) -> None:
         import deepspeed
 
-        from tinydnabert import ds_config
+        from tinydnabert.pretrain import ds_config
 
         self.name = f"ours: train_step, engine from {config}" + (", TensorBoard off" if tb_dir is None else "")
         ds = ds_config.derive(ds_config.shipped(config), batch=1, micro=1)
@@ -100,7 +100,7 @@ class Ours:
             self.i += 1
 
     def step(self) -> None:
-        from tinydnabert.train import train_step
+        from tinydnabert.pretrain.train import train_step
 
         if not hasattr(self, "_it"):
             self._it = self._next()
@@ -150,7 +150,7 @@ def _profile(cfg, n: int) -> dict[str, float]:
 
 def _loader_handoff(shards: Path, n: int) -> float:
     """Median ms of next() on the real train loader (one worker process, micro-batch 1 x SEQ)."""
-    from tinydnabert.data import DataConfig, build_train_loader
+    from tinydnabert.pretrain.data import DataConfig, build_train_loader
 
     it = iter(build_train_loader(shards, DataConfig(seq_len=SEQ, num_workers=1), 1))
     for _ in range(20):  # the worker's start and first group of shards
@@ -164,8 +164,8 @@ def _loader_handoff(shards: Path, n: int) -> float:
 
 
 def overhead_main(a, make_shards) -> int:
-    from tinydnabert import distributed
-    from tinydnabert.data import DataConfig, build_train_loader
+    from tinydnabert.pretrain import distributed
+    from tinydnabert.pretrain.data import DataConfig, build_train_loader
 
     torch.set_num_threads(1)  # a negligible model gains nothing from threads; they only add noise here
     tmp = Path(tempfile.mkdtemp(prefix="tdb-overhead-"))

@@ -49,15 +49,15 @@ def _cpu() -> tuple[float, float]:
 
 
 def _cfg(args, out: str):
-    from tinydnabert.preprocess import PreprocessConfig, resolve
+    from tinydnabert.prep.preprocess import PreprocessConfig, resolve
 
     return resolve(PreprocessConfig(fasta=[args.fasta], out=out, workers=args.workers, seed=0, progress=False))
 
 
 def phase_ours_tokenizer(args, work: Path) -> dict:
-    from tinydnabert.fasta import RecordSelector
-    from tinydnabert.preprocess import scan
-    from tinydnabert.tokenizer import save_tokenizer, train_tokenizer
+    from tinydnabert.prep.fasta import RecordSelector
+    from tinydnabert.prep.preprocess import scan
+    from tinydnabert.prep.tokenizer import save_tokenizer, train_tokenizer
 
     cfg = _cfg(args, str(work / "ours"))
     t0 = time.perf_counter()
@@ -73,9 +73,9 @@ def phase_ours_tokenizer(args, work: Path) -> dict:
 
 
 def phase_ours_shards(args, work: Path) -> dict:
-    from tinydnabert.fasta import RecordSelector
-    from tinydnabert.preprocess import scan, write_shards
-    from tinydnabert.shards import split_summary
+    from tinydnabert.prep.fasta import RecordSelector
+    from tinydnabert.prep.preprocess import scan, write_shards
+    from tinydnabert.prep.shards import split_summary
 
     cfg = _cfg(args, str(work / "ours"))
     out = work / "ours_shards"
@@ -102,8 +102,8 @@ def phase_ref_lines(args, work: Path) -> dict:
     The same seeded segments as ours, so the comparison is about the pipeline, not the cut."""
     import numpy as np
 
-    from tinydnabert.fasta import acgt_runs, iter_records
-    from tinydnabert.segment import segment_record
+    from tinydnabert.prep.fasta import acgt_runs, iter_records
+    from tinydnabert.prep.segment import segment_record
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -271,7 +271,7 @@ def git_commit() -> str:
 
 
 def main() -> int:
-    from tinydnabert.common import data_dir
+    from tinydnabert.io import data_dir
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--fasta", default=str(data_dir() / "genome" / "grch37_chr20.fa.gz"))

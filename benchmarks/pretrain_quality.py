@@ -4,13 +4,13 @@
 
 Same model shape and initial weights, same tokenizer and chr20 shards, same optimizer settings (AdamW, peak LR
 held after warmup, weight decay, clipping), same number of sequences of the same length:
-  * ours: the pretrain_scaling run (DeepSpeed ZeRO-1 engine, tinydnabert.data's packed rows and masking),
+  * ours: the pretrain_scaling run (DeepSpeed ZeRO-1 engine, tinydnabert.pretrain.data's packed rows and masking),
     its checkpoint at --steps;
   * hf:   transformers.Trainer + DataCollatorForLanguageModeling on 128-token blocks of the same training
     samples ("<s> ids </s>" concatenated and cut, as run_mlm's group_texts does), shuffled over the whole
     chromosome by the Trainer's sampler.
 Both are then measured the same way: validation MLM loss on the same masked validation rows (one fixed
-masking), the linear probe and fine-tuning through one shared protocol (tinydnabert.probe / finetune),
+masking), the linear probe and fine-tuning through one shared protocol (tinydnabert.eval.probe / finetune),
 3 seeds each, paired by seed against the same scratch baseline. A change to data order, masking or the
 optimizer that learns less per token shows up here; benchmarks/throughput.py measures only speed.
 
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pretrain_scaling as scaling  # the script beside this one (python puts its directory on sys.path)
 
-from tinydnabert.common import atomic_write_json, atomic_write_text
-from tinydnabert.stats import fmt_interval, paired_interval
+from tinydnabert.eval.stats import fmt_interval, paired_interval
+from tinydnabert.io import atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,8 +51,8 @@ def parse_args() -> argparse.Namespace:
 def blocks(shards: Path, split: str, seq_len: int) -> np.ndarray:
     """[rows, seq_len] int64: every sample of the split as "<s> ids </s>", concatenated, cut into rows."""
     from tinydnabert import formats
-    from tinydnabert.data import pack_rows
-    from tinydnabert.shards import read_shard
+    from tinydnabert.prep.shards import read_shard
+    from tinydnabert.pretrain.data import pack_rows
 
     samples = [s.ids for p in formats.shard_paths(shards, split) for s in read_shard(p, meta=False)]
     return pack_rows(samples, seq_len).astype(np.int64)
@@ -67,8 +67,8 @@ def train_hf(setup: dict, shards: Path, out: Path, steps: int, threads: int) -> 
     import torch
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from tinydnabert.model import ModelConfig, build_model
-    from tinydnabert.tokenizer import load_tokenizer
+    from tinydnabert.prep.tokenizer import load_tokenizer
+    from tinydnabert.pretrain.model import ModelConfig, build_model
 
     torch.set_num_threads(threads)
     tok = load_tokenizer(shards)
@@ -100,7 +100,7 @@ def val_mlm_loss(model_dir: Path, rows: np.ndarray, vocab: int, batch: int = 64)
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from tinydnabert.data import DataConfig, mask_tokens
+    from tinydnabert.pretrain.data import DataConfig, mask_tokens
 
     ids, labels = mask_tokens(rows, np.random.default_rng(0), vocab, DataConfig())
     model = AutoModelForMaskedLM.from_pretrained(str(model_dir)).eval()
@@ -130,7 +130,7 @@ def main() -> int:
     hf = train_hf(setup, shards, work / "exports" / f"hf-step{a.steps:06d}", a.steps, a.threads)
     t_hf = time.perf_counter() - t0
     val = blocks(shards, "val", setup["seq_len"])
-    from tinydnabert.tokenizer import load_tokenizer
+    from tinydnabert.prep.tokenizer import load_tokenizer
 
     vocab = len(load_tokenizer(shards))
     extra = dict(arm.split("=", 1) for arm in a.arm)

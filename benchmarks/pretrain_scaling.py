@@ -7,10 +7,10 @@ One pretraining run on real human chr20 (our engine, `launch/pretrain.py`) with 
 (ds_config.derive(constant=True)), checkpointed at every budget: with no decay, the checkpoint at step k is
 a fair point for a budget of k steps, and a longer budget just resumes the run. Each budget's checkpoint
 is exported and evaluated exactly like the scratch baseline (the same architecture, random weights):
-  * probe: frozen encoder, mean-pooled embeddings, logistic regression (tinydnabert.probe), 3 seeds;
-  * finetune: the whole model, tinydnabert.finetune's protocol, 3 seeds;
+  * probe: frozen encoder, mean-pooled embeddings, logistic regression (tinydnabert.eval.probe), 3 seeds;
+  * finetune: the whole model, tinydnabert.eval.finetune's protocol, 3 seeds;
 on each task, and the gain is pretrained minus scratch paired by seed with a 95% t-interval
-(tinydnabert.stats). Everything is resumable: finished pretraining steps, exports and evaluations are reused.
+(tinydnabert.eval.stats). Everything is resumable: finished pretraining steps, exports and evaluations are reused.
 
 Writes OUT/pretrain_scaling.{json,md,png} (benchmarks/results/) and prints the table; shards, checkpoints,
 exports and evaluation runs go under --work (runs/pretrain_scaling, not committed).
@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tinydnabert import ds_config
-from tinydnabert.common import atomic_write_json, atomic_write_text, data_dir
-from tinydnabert.stats import fmt_interval, paired_interval
+from tinydnabert.eval.stats import fmt_interval, paired_interval
+from tinydnabert.io import atomic_write_json, atomic_write_text, data_dir
+from tinydnabert.pretrain import ds_config
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = "gue/prom_core_all,gue/mouse_0,gue/prom_300_tata"
@@ -77,7 +77,7 @@ def ensure_shards(a: argparse.Namespace, out: Path) -> Path:
 def pretrain(a: argparse.Namespace, shards: Path, run: Path, steps: int, budgets: list[int],
              init_from: Path | None = None) -> float:
     """Pretrain (or resume) to `steps`; a checkpoint at every budget. Returns the wall seconds spent now."""
-    from tinydnabert import checkpoint
+    from tinydnabert.pretrain import checkpoint
 
     done = checkpoint.latest(run / "checkpoints") if (run / "checkpoints").is_dir() else None
     if done is not None and checkpoint.Marker.read(done).step >= steps:
@@ -104,7 +104,7 @@ def pretrain(a: argparse.Namespace, shards: Path, run: Path, steps: int, budgets
 
 def export(run: Path, step: int, out: Path) -> Path:
     if not (out / "config.json").is_file():
-        from tinydnabert.export import export_checkpoint
+        from tinydnabert.pretrain.export import export_checkpoint
 
         export_checkpoint(run / "checkpoints" / f"step{step:08d}", out, overwrite=True)
     return out
@@ -117,11 +117,11 @@ def evaluate(a: argparse.Namespace, model: str, scratch_from: Path, task: str, p
         return json.loads((out / "results.json").read_text())
     kind = {"model": "scratch", "scratch_from": str(scratch_from)} if model == "scratch" else {"model": model}
     if protocol == "probe":
-        from tinydnabert.probe import ProbeConfig, run_probe
+        from tinydnabert.eval.probe import ProbeConfig, run_probe
 
         return run_probe(ProbeConfig(task=task, out=str(out), seeds=a.seeds, max_train_samples=a.max_train,
                                      overwrite=True, **kind))
-    from tinydnabert.finetune import FinetuneConfig, run_finetune
+    from tinydnabert.eval.finetune import FinetuneConfig, run_finetune
 
     return run_finetune(FinetuneConfig(task=task, out=str(out), seeds=a.seeds, steps=a.ft_steps, batch_size=a.ft_batch,
                                        lr=a.ft_lr, warmup_steps=a.ft_steps // 10, eval_every=a.ft_steps // 3,
@@ -169,7 +169,7 @@ def main() -> int:
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
     ft_tasks = [t.strip() for t in (a.finetune_tasks or a.tasks).split(",") if t.strip()]
     shards = ensure_shards(a, work)
-    from tinydnabert.plots import read_scalars
+    from tinydnabert.app.plots import read_scalars
 
     # Segments of pretraining: (run dir, first step, budgets); a continuation's step k is budget first + k.
     first = [b for b in budgets if not a.extend_from or b <= a.extend_from]

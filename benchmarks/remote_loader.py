@@ -1,4 +1,4 @@
-"""Training loader throughput with the shards over HTTP vs on local disk (tinydnabert.sources).
+"""Training loader throughput with the shards over HTTP vs on local disk (tinydnabert.pretrain.sources).
 
     python benchmarks/remote_loader.py                          # preprocesses chr20 into a temp dir first (~25 s)
     python benchmarks/remote_loader.py --data SHARDS_DIR --batches 200 --rounds 3
@@ -30,9 +30,9 @@ from pathlib import Path
 
 from data_pipeline import make_shards, time_batches  # benchmarks/ is on sys.path when run as a script
 
-from tinydnabert import sources
-from tinydnabert.common import atomic_write_json, data_dir
-from tinydnabert.data import DataConfig, build_train_loader
+from tinydnabert.io import atomic_write_json, data_dir
+from tinydnabert.pretrain import sources
+from tinydnabert.pretrain.data import DataConfig, build_train_loader
 
 REPO = Path(__file__).resolve().parents[1]
 

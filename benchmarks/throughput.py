@@ -9,7 +9,7 @@ Four measurements on the same model (RobertaForMaskedLM, SDPA), the same shards 
 (fp32 on CPU, bf16 on GPU), the same micro batch and optimizer (AdamW 1e-4, wd 1e-5):
 
   ours       our engine: DeepSpeed initialised from the shipped ds_configs JSON (ZeRO-1, DeepSpeed's
-             FusedAdam), tinydnabert.train.train_step and the packed 512-token rows of tinydnabert.data
+             FusedAdam), train.train_step and the packed 512-token rows of tinydnabert.pretrain.data
              (on CPU the LM head runs on the masked positions only).
   reference  the reference recipe: transformers Trainer + DataCollatorForLanguageModeling (15 %),
              one segment per row (<s> ids </s>) padded to 512 (the reference tokenized with
@@ -21,7 +21,7 @@ Four measurements on the same model (RobertaForMaskedLM, SDPA), the same shards 
 The four run in interleaved blocks (--rounds x --block steps, the first step of each block dropped)
 so that a shared machine's changing load hits all of them alike. Reported: medians of step time;
 tokens/s counts real tokens (not padding), positions/s counts every row position computed;
-samples/s = rows/s; MFU = analytic FLOPs per position (tinydnabert.model.flops_per_token) x
+samples/s = rows/s; MFU = analytic FLOPs per position (tinydnabert.pretrain.model.flops_per_token) x
 positions/s / peak (measured fp32 matmul rate on CPU, bf16 datasheet on GPU); data wait % = time
 waiting for the next batch (ours: loader; Trainer: dataset fetch + collator) / step time.
 Ratios are ours / baseline tokens/s. Writes a table to stdout and JSON to --out.
@@ -29,7 +29,7 @@ Ratios are ours / baseline tokens/s. Writes a table to stdout and JSON to --out.
 --overhead measures something else: the host time of one optimizer step with a negligible model (hidden 16,
 1 layer, micro-batch 1 x 32 tokens, so compute is ~nothing) -- what the engine costs the host per step, which
 on a GPU must stay well under a step (~23 ms for the reference model at 40 % MFU) or the GPU waits for it.
-It compares our engine (tinydnabert.train.train_step on a DeepSpeed engine from the shipped JSON: zero1.json
+It compares our engine (tinydnabert.pretrain.train.train_step on a DeepSpeed engine from the shipped JSON: zero1.json
 as on a GPU, bf16, TensorBoard on; and zero1-cpu-fp32.json) with a plain PyTorch loop doing the same work
 (the same MaskedLMObjective, torch.optim.AdamW, clip_grad_norm_ 1.0, a LambdaLR warmup, the same batches),
 in one process, in interleaved blocks; then profiles each over the same steps and groups the host time by
@@ -53,8 +53,8 @@ from pathlib import Path
 
 import torch
 
-from tinydnabert.common import data_dir
-from tinydnabert.model import ModelConfig, build_model, flops_per_token
+from tinydnabert.io import data_dir
+from tinydnabert.pretrain.model import ModelConfig, build_model, flops_per_token
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_shards(tmp: Path) -> Path:
-    from tinydnabert.preprocess import PreprocessConfig, run_preprocess
+    from tinydnabert.prep.preprocess import PreprocessConfig, run_preprocess
 
     out = tmp / "shards"
     run_preprocess(PreprocessConfig(fasta=[str(data_dir() / "genome" / "hg38_chr2_1-2333275.fa.gz")], out=str(out),
@@ -94,7 +94,7 @@ def make_shards(tmp: Path) -> Path:
 
 
 def peak_flops(device: torch.device) -> tuple[float, str]:
-    from tinydnabert.metrics import peak_flops_per_device
+    from tinydnabert.pretrain.metrics import peak_flops_per_device
 
     return peak_flops_per_device(0.0, device)
 
@@ -111,10 +111,10 @@ class Ours:
     def __init__(self, a, shards: Path, gpu: bool, peak: float):
         import deepspeed
 
-        from tinydnabert import data as data_mod
-        from tinydnabert import distributed, ds_config
-        from tinydnabert.model import MaskedLMObjective
-        from tinydnabert.tokenizer import load_tokenizer
+        from tinydnabert.prep.tokenizer import load_tokenizer
+        from tinydnabert.pretrain import data as data_mod
+        from tinydnabert.pretrain import distributed, ds_config
+        from tinydnabert.pretrain.model import MaskedLMObjective
 
         distributed.bootstrap_env()  # world size 1; MASTER_PORT comes from the parent
         base = ds_config.shipped(ds_config.GPU_CONFIG if gpu else ds_config.CPU_CONFIG)
@@ -135,7 +135,7 @@ class Ours:
         self.steps: list[dict] = []
 
     def run(self, n: int) -> None:
-        from tinydnabert.train import train_step
+        from tinydnabert.pretrain.train import train_step
 
         self.engine.train()
         for i in range(n):
@@ -162,8 +162,8 @@ class HFTrainer:
         from transformers import DataCollatorForLanguageModeling, TrainerCallback, TrainingArguments
 
         from tinydnabert import formats
-        from tinydnabert.shards import read_shard
-        from tinydnabert.tokenizer import load_tokenizer
+        from tinydnabert.prep.shards import read_shard
+        from tinydnabert.prep.tokenizer import load_tokenizer
 
         self.name = self.NAMES[layout]
         packed = layout == "packed"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinydnabert.common import data_dir
+from tinydnabert.io import data_dir
 
 REPO = Path(__file__).resolve().parents[1]  # tests/ is at the repository root
 
@@ -42,7 +42,7 @@ def benchmark_dir(real_data: Path) -> Path:
 def hg38_shards(tmp_path_factory, genome_dir: Path) -> Path:
     """Shards + tokenizer made by the real preprocessing stage from the real soft-masked hg38 slice
     (2.3 Mbp non-N): a small vocab and small shards, so that 2 ranks x 2 workers all get shards."""
-    from tinydnabert.preprocess import PreprocessConfig, run_preprocess
+    from tinydnabert.prep.preprocess import PreprocessConfig, run_preprocess
 
     out = tmp_path_factory.mktemp("hg38") / "shards"
     run_preprocess(PreprocessConfig(
@@ -70,8 +70,8 @@ def _make_tiny_export(out: Path, genome_dir: Path, seed: int) -> Path:
     import pysam
     import torch
 
-    from tinydnabert.model import ModelConfig, build_model
-    from tinydnabert.tokenizer import save_tokenizer, train_tokenizer
+    from tinydnabert.prep.tokenizer import save_tokenizer, train_tokenizer
+    from tinydnabert.pretrain.model import ModelConfig, build_model
 
     fa = pysam.FastaFile(str(genome_dir / "hg38_chr2_1-2333275.fa.gz"))
     seq = fa.fetch("chr2", 20_000, 420_000).upper()
@@ -81,7 +81,7 @@ def _make_tiny_export(out: Path, genome_dir: Path, seed: int) -> Path:
         s = int(rng.integers(0, len(seq) - 1024))
         segs.extend(p for p in seq[s:s + int(rng.integers(256, 1024))].split("N") if p)
     tok = save_tokenizer(train_tokenizer(segs, vocab_size=128, min_frequency=2), out)
-    from tinydnabert.tokenizer import load_tokenizer
+    from tinydnabert.prep.tokenizer import load_tokenizer
 
     fast = load_tokenizer(tok)
     cfg = ModelConfig.tiny(hidden_size=32, intermediate_size=64, max_position_embeddings=258).with_tokenizer(fast)

@@ -1,4 +1,4 @@
-"""Count the host-device syncs of the real training loop: tinydnabert.train.setup + fit with a real DeepSpeed
+"""Count the host-device syncs of the real training loop: tinydnabert.pretrain.train.setup + fit with a real DeepSpeed
 engine (world size 1, in this process), a tiny model and real shards; DeepSpeed's internals are counted too.
 
     python tests/sync_probe.py --data SHARDS --out DIR [--variant NAME ...] [--cuda-debug]
@@ -53,7 +53,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--cuda-debug", action="store_true")
     a = p.parse_args()
-    from tinydnabert import train
+    from tinydnabert.pretrain import train
 
     counter = Probe(cuda_debug=a.cuda_debug and torch.cuda.is_available())
     counter.install(train)
@@ -67,7 +67,7 @@ class Probe:
     """One SyncCounter over the real loop; log, eval and save (and the loader) uncounted."""
 
     def __init__(self, cuda_debug: bool) -> None:
-        from tinydnabert.syncs import SyncCounter
+        from tinydnabert.pretrain.syncs import SyncCounter
 
         self.counter = SyncCounter()
         self.cuda_debug = cuda_debug
@@ -101,9 +101,9 @@ class Probe:
         train.train_step = counting_step
 
     def run(self, train, name: str, data: str, out: Path, steps: int) -> dict:
-        from tinydnabert import ds_config
-        from tinydnabert.data import DataConfig
-        from tinydnabert.model import ModelConfig
+        from tinydnabert.pretrain import ds_config
+        from tinydnabert.pretrain.data import DataConfig
+        from tinydnabert.pretrain.model import ModelConfig
 
         config, head, changes = VARIANTS[name]
         out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .common import InputError, sha256_file
+from tinydnabert.errors import InputError
+from tinydnabert.io import sha256_file
 
 MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"

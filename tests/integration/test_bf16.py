@@ -27,7 +27,7 @@ LOSS = re.compile(r"^step (\d{6})/\d{6} \| loss (\S+) \|", re.M)
 
 
 def _run(tmp: Path, shards: Path, config: str, extra: list[str]) -> tuple[Path, str]:
-    from tinydnabert import ds_config
+    from tinydnabert.pretrain import ds_config
 
     # the shipped file, only the batch shrunk: 8 rows = 4 x 2 accumulation, a short warmup to lr 2e-3
     ds = ds_config.derive(ds_config.shipped(config), batch=8, micro=4, lr=2e-3, warmup=3, steps=40)
@@ -78,7 +78,7 @@ def test_bf16_run_finishes_with_finite_falling_loss(bf16_run):
 def test_bf16_export_holds_the_fp32_masters_not_the_rounded_module(bf16_run):
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    from tinydnabert import checkpoint
+    from tinydnabert.pretrain import checkpoint
 
     run, _ = bf16_run
     tag = checkpoint.resolve(run)
@@ -98,7 +98,7 @@ def test_bf16_export_holds_the_fp32_masters_not_the_rounded_module(bf16_run):
 
 
 def test_fp32_export_is_unchanged_the_module_weights(fp32_run):
-    from tinydnabert import checkpoint
+    from tinydnabert.pretrain import checkpoint
 
     run, _ = fp32_run
     tag = checkpoint.resolve(run)

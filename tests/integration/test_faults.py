@@ -32,9 +32,10 @@ from pathlib import Path
 import pytest
 from test_pretrain import MODEL_FLAGS, free_port, launch, tiny_ds_config  # tests/integration is on sys.path
 
-from tinydnabert import cli, formats
-from tinydnabert.common import InputError
-from tinydnabert.data import DataConfig, build_train_loader, group_of
+from tinydnabert import formats
+from tinydnabert.app import cli
+from tinydnabert.errors import InputError
+from tinydnabert.pretrain.data import DataConfig, build_train_loader, group_of
 
 REPO = Path(__file__).resolve().parents[2]
 HG38 = "hg38_chr2_1-2333275.fa.gz"
@@ -179,7 +180,7 @@ def _swap_same_size(data: Path) -> tuple[Path, str]:
 def test_corrupt_shard_is_named_by_the_reader_and_by_verify(shards, fault, capsys):
     import re
 
-    from tinydnabert.shards import read_shard
+    from tinydnabert.prep.shards import read_shard
 
     pristine = {p.name: read_shard(p) for p in formats.shard_paths(shards, "train")}
     shard, message = fault(shards)
@@ -266,7 +267,7 @@ def test_second_preprocess_refused_then_killed_one_cleaned_up(tmp_path, genome_d
     leaving its temporary directory; the next run removes it and writes outputs with the umask's modes."""
     out = tmp_path / "out"
     log = tmp_path / "first.txt"
-    first = start([sys.executable, "-m", "tinydnabert.cli", "preprocess", "--fasta", str(genome_dir / CHR20),
+    first = start([sys.executable, "-m", "tinydnabert.app.cli", "preprocess", "--fasta", str(genome_dir / CHR20),
                    "--out", str(out), "--workers", "1", "--no-progress"], log)
     lock = tmp_path / ".out.lock"
     wait_for(lambda: tmp_dirs(tmp_path, "out") and lock.is_file() and lock.read_text().split()[:1] == [str(first.pid)],
@@ -340,7 +341,7 @@ def test_two_single_process_runs_on_one_machine_both_work(concurrent_runs):
 def test_run_in_use_stops_every_rank_under_the_launcher(tmp_path, hg38_shards, ds):
     """2 ranks into a run directory held by another process (this one): rank 0 alone holds the answer, and
     every rank stops with it at once (none waits in a collective); nothing is written into the run."""
-    from tinydnabert.common import OutputLock
+    from tinydnabert.io import OutputLock
 
     run = tmp_path / "run"
     with OutputLock(run):
@@ -364,7 +365,7 @@ def test_truncated_checkpoint_file_is_refused_naming_the_previous_one(tmp_path, 
                                                                       capsys, monkeypatch):
     import shutil
 
-    from tinydnabert import train
+    from tinydnabert.pretrain import train
 
     run = Path(shutil.copytree(finished_run, tmp_path / "run"))
     ckpts = run / "checkpoints"

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinydnabert.common import InputError
-from tinydnabert.finetune import FinetuneConfig, carve_validation, lr_lambda, read_predictions, run_finetune
+from tinydnabert.errors import InputError
+from tinydnabert.eval.finetune import FinetuneConfig, carve_validation, lr_lambda, read_predictions, run_finetune
 
 QUICK = dict(steps=12, batch_size=16, warmup_steps=2, eval_every=6, log_every=6, max_train_samples=320,
              eval_batch_size=256)
@@ -120,7 +120,7 @@ def test_config_validation():
 
 
 def _cli(argv, capsys):
-    from tinydnabert.cli import main
+    from tinydnabert.app.cli import main
 
     code = main(["finetune", *argv])
     return code, capsys.readouterr().err

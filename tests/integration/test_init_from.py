@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tinydnabert import ds_config
+from tinydnabert.pretrain import ds_config
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = ["--hidden-size", "64", "--num-hidden-layers", "2", "--num-attention-heads", "2", "--intermediate-size", "128"]
@@ -31,7 +31,7 @@ def _pretrain(shards: Path, out: Path, cfg: Path, *extra: str) -> subprocess.Com
 
 
 def _first_losses(run: Path) -> list[float]:
-    from tinydnabert.plots import read_scalars
+    from tinydnabert.app.plots import read_scalars
 
     return read_scalars(run)["train/loss"][1]
 

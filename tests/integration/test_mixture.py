@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from test_pretrain import MODEL_FLAGS, free_port, launch, scalars, wait  # tests/integration on sys.path
 
-from tinydnabert import sources
-from tinydnabert.common import InputError
-from tinydnabert.data import MIX_BLOCK, DataConfig, build_train_loader, source_seed
+from tinydnabert.errors import InputError
+from tinydnabert.pretrain import sources
+from tinydnabert.pretrain.data import MIX_BLOCK, DataConfig, build_train_loader, source_seed
 
 WEIGHTS = {"human": 0.7, "yeast": 0.3}
 GLOBAL, MICRO, LANES, SEQ = 16, 4, 4, 128  # 4 slots = 4 lanes: slot s of step k is lane s, positions 4k .. 4k+3
@@ -28,7 +28,7 @@ GLOBAL, MICRO, LANES, SEQ = 16, 4, 4, 128  # 4 slots = 4 lanes: slot s of step k
 @pytest.fixture(scope="module")
 def chr20_shards(tmp_path_factory, genome_dir: Path) -> Path:
     """The whole of chr20 (~20 s on 2 cores): a small vocabulary, 45 shards."""
-    from tinydnabert.preprocess import PreprocessConfig, run_preprocess
+    from tinydnabert.prep.preprocess import PreprocessConfig, run_preprocess
 
     out = tmp_path_factory.mktemp("chr20") / "shards"
     run_preprocess(PreprocessConfig(
@@ -39,7 +39,7 @@ def chr20_shards(tmp_path_factory, genome_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def yeast_shards(tmp_path_factory, genome_dir: Path, chr20_shards: Path) -> Path:
-    from tinydnabert.preprocess import PreprocessConfig, run_preprocess
+    from tinydnabert.prep.preprocess import PreprocessConfig, run_preprocess
 
     out = tmp_path_factory.mktemp("yeast") / "shards"
     run_preprocess(PreprocessConfig(
@@ -122,7 +122,7 @@ def test_elastic_and_resumable(chr20_shards, yeast_shards):
 
 
 def test_refuses_another_tokenizer_and_unweighted(chr20_shards, tmp_path, genome_dir):
-    from tinydnabert.preprocess import PreprocessConfig, run_preprocess
+    from tinydnabert.prep.preprocess import PreprocessConfig, run_preprocess
 
     own = tmp_path / "phage"
     run_preprocess(PreprocessConfig(fasta=[str(genome_dir / "lambda_phage.fa.gz")], out=str(own), vocab_size=128,
@@ -144,7 +144,7 @@ def test_launcher_reports_each_source(tmp_path, chr20_shards, yeast_shards):
     steps = 2 * MIX_BLOCK * LANES // GLOBAL  # 64 steps: two whole blocks of every lane
     run = tmp_path / "run"
     log = tmp_path / "log.txt"
-    from tinydnabert import ds_config
+    from tinydnabert.pretrain import ds_config
 
     ds = tmp_path / "ds.json"
     ds.write_text(json.dumps(ds_config.derive(ds_config.shipped(ds_config.CPU_CONFIG), batch=GLOBAL, micro=MICRO,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tinydnabert import cli
-from tinydnabert.common import InputError
-from tinydnabert.stats import paired_interval
+from tinydnabert.app import cli
+from tinydnabert.errors import InputError
+from tinydnabert.eval.stats import paired_interval
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def export(tiny_export: Path) -> Path:
 
 @pytest.mark.timeout(150)
 def test_benchmark_table_json_csv_png_and_resume(bench, export: Path, tmp_path: Path, monkeypatch, capsys):
-    import tinydnabert.tasks.hub as tasks  # where load_task_data finds load_hub
+    import tinydnabert.eval.tasks.hub as tasks  # where load_task_data finds load_hub
 
     calls = []
 
@@ -130,7 +130,7 @@ def test_both_protocols_share_seeds_and_say_what_they_found(bench, export: Path,
 @pytest.mark.timeout(150)
 def test_gue_suite_from_a_root_in_gues_layout(bench, export: Path, tmp_path: Path, benchmark_dir: Path):
     """--data GUE_ROOT: a GUE task is read from ROOT/<its GUE path>; one missing there is skipped, named."""
-    from tinydnabert.tasks import GROUPS
+    from tinydnabert.eval.tasks import GROUPS
 
     assert len(GROUPS["gue"]) == 28
     root = tmp_path / "GUE"

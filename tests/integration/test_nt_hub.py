@@ -27,9 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from tinydnabert import cli
-from tinydnabert.common import InputError, sha256_file
-from tinydnabert.tasks import NT_ORIGINAL_HUB, NT_REVISED_HUB, get_task, load_task_data
+from tinydnabert.app import cli
+from tinydnabert.errors import InputError
+from tinydnabert.eval.tasks import NT_ORIGINAL_HUB, NT_REVISED_HUB, get_task, load_task_data
+from tinydnabert.io import sha256_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,10 +13,10 @@ import pytest
 import webdataset as wds
 
 from tinydnabert.formats import SPECIAL_TOKENS, load_manifest, shard_paths, tokenizer_fingerprint
-from tinydnabert.preprocess import PreprocessConfig, run_preprocess
-from tinydnabert.segment import reverse_complement
-from tinydnabert.shards import read_shard
-from tinydnabert.tokenizer import load_tokenizer
+from tinydnabert.prep.preprocess import PreprocessConfig, run_preprocess
+from tinydnabert.prep.segment import reverse_complement
+from tinydnabert.prep.shards import read_shard
+from tinydnabert.prep.tokenizer import load_tokenizer
 
 HG38 = "hg38_chr2_1-2333275.fa.gz"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinydnabert.common import InputError
+from tinydnabert.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 30
@@ -42,7 +42,7 @@ LINE = re.compile(r"^step (\d{6})/(\d{6}) \| loss (\d+\.\d{4}) \| lr \d\.\de[-+]
 
 def tiny_ds_config(path: Path) -> Path:
     """The CPU config with a small batch and a 40-step schedule; everything else as shipped."""
-    from tinydnabert import ds_config
+    from tinydnabert.pretrain import ds_config
 
     # 4 x 2 accumulation x 2 ranks
     cfg = ds_config.derive(ds_config.shipped(ds_config.CPU_CONFIG), batch=16, micro=4, lr=2e-3, warmup=5, steps=40)
@@ -288,9 +288,9 @@ def test_two_simulated_nodes_stay_in_step_on_disjoint_shards(resumed_run):
 
 
 def _pretrain(tmp_path, data, ds=None, **kw):
-    from tinydnabert.data import DataConfig
-    from tinydnabert.model import ModelConfig
-    from tinydnabert.train import PretrainConfig, pretrain
+    from tinydnabert.pretrain.data import DataConfig
+    from tinydnabert.pretrain.model import ModelConfig
+    from tinydnabert.pretrain.train import PretrainConfig, pretrain
 
     ds = ds or tiny_ds_config(tmp_path / "ds.json")
     return pretrain(PretrainConfig(data=str(data), out=str(tmp_path / "run"), **kw), ModelConfig.tiny(), str(ds),
@@ -340,7 +340,7 @@ def test_existing_run_needs_resume(tmp_path, hg38_shards, monkeypatch):
 
 
 def test_non_finite_loss_stops_with_recovery_advice(tmp_path):
-    from tinydnabert.metrics import check_finite
+    from tinydnabert.pretrain.metrics import check_finite
 
     check_finite(4.2, 10, tmp_path)
     for bad in (float("nan"), float("inf")):
@@ -382,7 +382,7 @@ def test_resume_with_another_global_batch_is_refused(tmp_path, reference_run, hg
     the LR schedule's meaning, so it is refused with a message, not run silently."""
     import shutil
 
-    from tinydnabert import ds_config as ds_mod
+    from tinydnabert.pretrain import ds_config as ds_mod
 
     run, _ = reference_run
     copy = tmp_path / "run"

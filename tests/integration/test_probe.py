@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tinydnabert import cli
-from tinydnabert.finetune import read_predictions
+from tinydnabert.app import cli
+from tinydnabert.eval.finetune import read_predictions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

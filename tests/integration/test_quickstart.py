@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinydnabert import cli
-from tinydnabert import quickstart as qs
+from tinydnabert.app import cli
+from tinydnabert.app import quickstart as qs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -166,7 +166,7 @@ def test_smoke_quickstart_end_to_end(tmp_path, real_data):
     out = tmp_path / "qs"
     env = dict(os.environ, TINYDNABERT_DATA=str(real_data))
     env.pop(qs.FASTA_ENV, None)
-    proc = subprocess.run([sys.executable, "-m", "tinydnabert.cli", "quickstart", "--smoke", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "tinydnabert.app.cli", "quickstart", "--smoke", "--out", str(out),
                            "--heartbeat", "0"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=290)
     log = proc.stdout + proc.stderr
@@ -215,7 +215,7 @@ def test_smoke_quickstart_end_to_end(tmp_path, real_data):
     assert logits.shape == (1, enc["input_ids"].shape[1], model.config.vocab_size) and torch.isfinite(logits).all()
 
     # TensorBoard events hold the run's curves.
-    from tinydnabert.plots import read_scalars
+    from tinydnabert.app.plots import read_scalars
     scalars = read_scalars(run)
     steps, losses = scalars["train/loss"]
     assert steps[-1] == 30 and losses[-1] < losses[0]

@@ -1,4 +1,4 @@
-"""Remote --data (tinydnabert/sources.py): shards read over HTTP from a server on 127.0.0.1, through `pipe:` and
+"""Remote --data (tinydnabert/pretrain/sources.py): shards read over HTTP from a server on 127.0.0.1, through `pipe:` and
 s3:// commands, with and without --cache-dir, are the same micro-batches as the local directory; dropped
 connections are resumed with a Range request (or restarted, when the server ignores Range); bad bytes, a missing
 manifest, a server that is down and a failing command are InputErrors naming the URL or the command; and a real
@@ -28,9 +28,9 @@ import torch
 from test_elastic import losses, rows  # tests/integration on sys.path
 from test_pretrain import MODEL_FLAGS, free_port, launch, tiny_ds_config, wait
 
-from tinydnabert import sources
-from tinydnabert.common import InputError
-from tinydnabert.data import DataConfig, build_train_loader, build_val_loader
+from tinydnabert.errors import InputError
+from tinydnabert.pretrain import sources
+from tinydnabert.pretrain.data import DataConfig, build_train_loader, build_val_loader
 
 MICRO, GLOBAL, WORLD = 4, 16, 2  # 2 ranks x accumulation 2 x micro 4, as the launcher tests' tiny config
 N_TRAIN = 3  # micro-batches per rank: both micro-steps of step 1 and one of step 2 (4 lanes -> 8 shards a rank)

@@ -1,4 +1,4 @@
-"""tinydnabert.data: packing, masking, rank/worker splits, fixed validation, exact resume, bad shards.
+"""tinydnabert.pretrain.data: packing, masking, rank/worker splits, fixed validation, exact resume, bad shards.
 
 Synthetic shards (random ids, written per formats.py with webdataset.TarWriter) give full control of
 the edge cases; the real hg38 shards made by the preprocessing stage check the same on real data.
@@ -16,8 +16,9 @@ import torch
 import webdataset as wds
 
 from tinydnabert import formats
-from tinydnabert.common import InputError
-from tinydnabert.data import (
+from tinydnabert.errors import InputError
+from tinydnabert.prep.shards import read_shard
+from tinydnabert.pretrain.data import (
     BOS_ID,
     EOS_ID,
     IGNORE_INDEX,
@@ -31,7 +32,6 @@ from tinydnabert.data import (
     pack_rows,
     rows_in_shard,
 )
-from tinydnabert.shards import read_shard
 
 VOCAB = 64
 L = 64  # short rows keep the synthetic tests fast; the real-data tests use the default 512

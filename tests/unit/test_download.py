@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tinydnabert import cli
-from tinydnabert.common import InputError
-from tinydnabert.download import DownloadConfig, download, parse_checksums, resolve
+from tinydnabert.app import cli
+from tinydnabert.errors import InputError
+from tinydnabert.prep.download import DownloadConfig, download, parse_checksums, resolve
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tinydnabert.common import InputError
-from tinydnabert.ds_config import check_batch_sizes, derive, shipped
-from tinydnabert.ds_config import load as load_ds_config
+from tinydnabert.errors import InputError
+from tinydnabert.pretrain.ds_config import check_batch_sizes, derive, shipped
+from tinydnabert.pretrain.ds_config import load as load_ds_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "ds_configs").glob("*.json"))
@@ -81,7 +81,7 @@ def test_bad_config_files(tmp_path):
 
 def test_launcher_owns_no_deepspeed_value():
     """One source of truth: no launcher flag may set what the JSON sets."""
-    from tinydnabert.train import add_arguments
+    from tinydnabert.pretrain.train import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

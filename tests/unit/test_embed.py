@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinydnabert import cli
-from tinydnabert.common import InputError
-from tinydnabert.embed import embed_sequences, index_path, load_encoder, read_sequences
+from tinydnabert.app import cli
+from tinydnabert.errors import InputError
+from tinydnabert.eval.embed import embed_sequences, index_path, load_encoder, read_sequences
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinydnabert.checkpoint import Marker, is_checkpoint
-from tinydnabert.common import InputError
 from tinydnabert.config import config_to_dict
-from tinydnabert.export import export_checkpoint
-from tinydnabert.model import MaskedLMObjective, ModelConfig, build_model
+from tinydnabert.errors import InputError
+from tinydnabert.pretrain.checkpoint import Marker, is_checkpoint
+from tinydnabert.pretrain.export import export_checkpoint
+from tinydnabert.pretrain.model import MaskedLMObjective, ModelConfig, build_model
 
 
 def make_checkpoint(run: Path, tokenizer_dir: Path, step: int = 5) -> tuple[Path, torch.nn.Module]:
@@ -107,7 +107,7 @@ def test_corrupt_weights_and_existing_output(tmp_path, checkpoint):
 
 
 def test_cli_export(tmp_path, checkpoint):
-    from tinydnabert.cli import main
+    from tinydnabert.app.cli import main
 
     tag, _ = checkpoint
     assert main(["export", str(tag), str(tmp_path / "hf")]) == 0

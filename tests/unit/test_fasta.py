@@ -8,9 +8,9 @@ import numpy as np
 import pysam
 import pytest
 
-from tinydnabert.common import InputError
-from tinydnabert.fasta import RecordSelector, acgt_runs, check_fasta_file, count_acgt, iter_records
-from tinydnabert.segment import cut_runs, record_rngs, reverse_complement, segment_record, segment_text
+from tinydnabert.errors import InputError
+from tinydnabert.prep.fasta import RecordSelector, acgt_runs, check_fasta_file, count_acgt, iter_records
+from tinydnabert.prep.segment import cut_runs, record_rngs, reverse_complement, segment_record, segment_text
 
 
 def write(path, data: bytes, gz: bool = False):

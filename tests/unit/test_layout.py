@@ -46,7 +46,7 @@ def _graph() -> dict[str, set[str]]:
 
 def test_import_graph_has_no_cycle():
     graph = _graph()
-    assert "tinydnabert.train" in graph and "tinydnabert.checkpoint" in graph
+    assert "tinydnabert.pretrain.train" in graph and "tinydnabert.pretrain.checkpoint" in graph
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
     path: list[str] = []
 
@@ -79,14 +79,74 @@ def test_cycle_detection_sees_function_level_imports(tmp_path):
         PKG = saved
 
 
-def test_downstream_modules_are_not_imported_upstream():
+# The layers, lowest first: a module may import its own layer and the ones before it, never one after.
+# The top-level modules (errors, io, console, config, formats) are below every layer.
+LAYERS = ("prep", "pretrain", "eval", "app")
+
+
+def _layer(module: str) -> int:
+    if module == "tinydnabert.__main__":  # `python -m tinydnabert`: the command line, so the app layer
+        return len(LAYERS)
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) + 1 if len(parts) > 2 and parts[1] in LAYERS else 0
+
+
+def _upward(graph: dict[str, set[str]], layer: str) -> set[tuple[str, str]]:
+    level = LAYERS.index(layer) + 1 if layer else 0
+    return {(m, i) for m, deps in graph.items() if _layer(m) == level for i in deps if _layer(i) > level}
+
+
+def test_top_level_modules_import_no_layer():
+    assert not _upward(_graph(), ""), "errors / io / console / config / formats must stay below every layer"
+
+
+def test_prep_imports_nothing_above_it():
+    assert not _upward(_graph(), "prep"), "prep/ may import only the top-level modules"
+
+
+def test_pretrain_imports_nothing_above_it():
+    assert not _upward(_graph(), "pretrain"), "pretrain/ may import prep/ and the top level, not eval/ or app/"
+
+
+def test_eval_imports_nothing_above_it():
+    assert not _upward(_graph(), "eval"), "eval/ may import pretrain/, prep/ and the top level, not app/"
+
+
+def test_layer_rule_sees_an_upward_import():
+    """The check itself: prep importing pretrain is an upward edge."""
+    graph = {"tinydnabert.prep.fasta": {"tinydnabert.pretrain.train", "tinydnabert.errors"}}
+    assert _upward(graph, "prep") == {("tinydnabert.prep.fasta", "tinydnabert.pretrain.train")}
+
+
+def test_model_and_checkpoints_stand_alone():
     graph = _graph()
-    assert not {i for i in _imports(PKG / "model.py") if i.split(".")[0] == "deepspeed"}, "model.py imports DeepSpeed"
-    assert "tinydnabert.train" not in graph["tinydnabert.export"]
-    assert "tinydnabert.train" not in graph["tinydnabert.checkpoint"]
-    for upstream in ("fasta", "segment", "tokenizer", "shards", "formats", "preprocess", "data", "model"):
-        for downstream in ("train", "export", "finetune", "benchmark", "quickstart", "checkpoint"):
-            assert f"tinydnabert.{downstream}" not in graph[f"tinydnabert.{upstream}"], (upstream, downstream)
+    model = PKG / "pretrain" / "model.py"
+    assert not {i for i in _imports(model) if i.split(".")[0] == "deepspeed"}, "model.py imports DeepSpeed"
+    assert "tinydnabert.pretrain.train" not in graph["tinydnabert.pretrain.export"]
+    assert "tinydnabert.pretrain.train" not in graph["tinydnabert.pretrain.checkpoint"]
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """`from .x import _helper` means the helper has two owners; make it public or move it."""
+    found = []
+    for p in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("tinydnabert")):
+                found += [f"{p.relative_to(PKG)}: {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, found
+
+
+def test_no_module_is_too_long():
+    """A module over ~600 lines does several jobs; split it by job."""
+    long = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > 600}
+    assert not long, long
+
+
+def test_package_reads_no_file_of_the_checkout():
+    """An installed package has no checkout around it: what it reads at run time ships inside it."""
+    for p in PKG.rglob("*.py"):
+        assert "parents[1]" not in p.read_text(), f"{p}: reads a file through Path(__file__).parents[1]"
 
 
 def test_on_disk_names_are_defined_once():

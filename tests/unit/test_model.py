@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from tinydnabert.common import InputError
-from tinydnabert.model import (
+from tinydnabert.errors import InputError
+from tinydnabert.pretrain.model import (
     REFERENCE_PARAMETERS,
     MaskedLMObjective,
     ModelConfig,
@@ -29,7 +29,7 @@ def test_reference_model_has_exactly_19968512_parameters():
 
 
 def test_special_ids_come_from_the_tokenizer(hg38_shards):
-    from tinydnabert.tokenizer import load_tokenizer
+    from tinydnabert.prep.tokenizer import load_tokenizer
 
     tok = load_tokenizer(hg38_shards)
     cfg = ModelConfig.tiny().with_tokenizer(tok)
@@ -59,7 +59,7 @@ def test_tokenizer_with_other_ids_is_followed():
 
 def test_model_module_runs_without_deepspeed():
     code = ("import sys, torch\n"
-            "from tinydnabert.model import ModelConfig, build_model, MaskedLMObjective\n"
+            "from tinydnabert.pretrain.model import ModelConfig, build_model, MaskedLMObjective\n"
             "m = MaskedLMObjective(build_model(ModelConfig.tiny(vocab_size=64)))\n"
             "x = torch.randint(5, 64, (2, 16)); loss, c, n = m(x, x)\n"
             "assert torch.isfinite(loss)\n"
@@ -125,7 +125,7 @@ def _loss_and_grads(obj, x, labels):
 def test_fixed_size_selection_gives_the_full_head_loss_on_a_real_batch(hg38_shards, one_thread):
     """The sync-free path (the head on N = 128 positions per row, chosen by top-k) against the head on all
     512 positions, on one real micro-batch whose rows the data pipeline capped at 128 masked tokens."""
-    from tinydnabert.data import DataConfig, build_train_loader
+    from tinydnabert.pretrain.data import DataConfig, build_train_loader
 
     batch = next(iter(build_train_loader(hg38_shards, DataConfig(num_workers=0, masked_per_row=128), 4)))
     x, labels = batch["input_ids"], batch["labels"]  # [4, 512]
@@ -145,7 +145,7 @@ def test_fixed_size_selection_gives_the_full_head_loss_on_a_real_batch(hg38_shar
 
 
 def test_fixed_size_selection_takes_masked_positions_first_leftmost_first():
-    from tinydnabert.model import select_fixed
+    from tinydnabert.pretrain.model import select_fixed
 
     hidden = torch.arange(2 * 6, dtype=torch.float32).reshape(2, 6, 1)  # value = row * 6 + position
     labels = torch.tensor([[-100, 7, -100, 8, -100, -100], [9, 9, 9, 9, 9, 9]])

@@ -13,16 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tinydnabert.common import (
-    DiskFullError,
-    InputError,
-    OutputLock,
-    atomic_output_dir,
-    atomic_write_text,
-    disk_full_reason,
-    umask,
-)
-from tinydnabert.distributed import free_port
+from tinydnabert.errors import DiskFullError, InputError, disk_full_reason
+from tinydnabert.io import OutputLock, atomic_output_dir, atomic_write_text, umask
+from tinydnabert.pretrain.distributed import free_port
 
 HOST = socket.gethostname()
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +43,7 @@ def test_lock_refuses_a_second_holder_and_is_removed_on_release(tmp_path):
 
 def test_lock_held_by_another_process_and_dropped_when_it_is_killed(tmp_path):
     out = tmp_path / "out"
-    code = f"from tinydnabert.common import OutputLock; import sys, time; l = OutputLock({str(out)!r}); " \
+    code = f"from tinydnabert.io import OutputLock; import sys, time; l = OutputLock({str(out)!r}); " \
            "print('locked', flush=True); time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})

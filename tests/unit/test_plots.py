@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinydnabert import cli
-from tinydnabert.common import InputError
-from tinydnabert.plots import PlotConfig, plot_run, read_scalars, tensorboard_command
+from tinydnabert.app import cli
+from tinydnabert.app.plots import PlotConfig, plot_run, read_scalars, tensorboard_command
+from tinydnabert.errors import InputError
 
 
 def _write_run(run: Path, steps: range, loss_offset: float = 0.0, with_val: bool = True) -> None:

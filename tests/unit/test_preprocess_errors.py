@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tinydnabert import cli
+from tinydnabert.app import cli
 
 HG38 = "hg38_chr2_1-2333275.fa.gz"
 SMALL = ["--vocab-size", "64", "--min-frequency", "1", "--min-len", "8", "--max-len", "32",
@@ -115,7 +115,7 @@ def test_console_command_exit_status(tmp_path):
     """The installed entry point (a real subprocess) exits nonzero on bad input and 0 on good."""
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "tinydnabert.cli", "preprocess", "--out", str(out), *SMALL]
+    cmd = [sys.executable, "-m", "tinydnabert.app.cli", "preprocess", "--out", str(out), *SMALL]
     r = subprocess.run([*cmd, "--fasta", str(tmp_path / "missing.fa")], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "missing.fa" in r.stderr and not out.exists()
     fa = _gz(tmp_path / "ok.fa.gz", GOOD)

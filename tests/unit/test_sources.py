@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinydnabert import sources
-from tinydnabert.common import InputError
-from tinydnabert.data import MIX_BLOCK, Mixture
+from tinydnabert.errors import InputError
+from tinydnabert.pretrain import sources
+from tinydnabert.pretrain.data import MIX_BLOCK, Mixture
 
 
 @pytest.mark.parametrize("spec, want", [

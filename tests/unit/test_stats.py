@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import stats as sps
 
-from tinydnabert.stats import fmt_interval, paired_interval
+from tinydnabert.eval.stats import fmt_interval, paired_interval
 
 
 @pytest.mark.parametrize("a,b", [

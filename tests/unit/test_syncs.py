@@ -1,6 +1,6 @@
 """Host-device syncs in a training step: none, but the one DeepSpeed's gradient clipping makes per optimizer step.
 
-The counter (tinydnabert/syncs.py) is checked on plain tensors first, then around the real loop
+The counter (tinydnabert/pretrain/syncs.py) is checked on plain tensors first, then around the real loop
 (tests/sync_probe.py: train.setup + fit, a real DeepSpeed engine from ds_configs/zero1.json, world size 1, a
 tiny model, real hg38 shards), with log, eval and save steps uncounted. The engine runs in a subprocess:
 it initialises torch.distributed, which must not leak into this test process (a Trainer would turn DDP).
@@ -13,7 +13,7 @@ import pytest
 import torch
 from sync_probe import probe, split_clipping  # tests/sync_probe.py
 
-from tinydnabert.syncs import SyncCounter
+from tinydnabert.pretrain.syncs import SyncCounter
 
 
 def test_counter_sees_every_kind_of_host_read():
@@ -80,7 +80,7 @@ def test_counter_catches_the_nonzero_head(probed):
     r = probed["nonzero-head"]
     _, rest = split_clipping(r)
     assert len(rest) == 1 and rest[0][1] == r["micro_steps"], rest
-    assert "aten.nonzero" in rest[0][0] and "tinydnabert/model.py" in rest[0][0]
+    assert "aten.nonzero" in rest[0][0] and "tinydnabert/pretrain/model.py" in rest[0][0]
 
 
 @pytest.mark.gpu

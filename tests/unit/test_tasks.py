@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tinydnabert.common import InputError
-from tinydnabert.tasks import (
+from tinydnabert.errors import InputError
+from tinydnabert.eval.tasks import (
     GROUPS,
     NT_ORIGINAL_HUB,
     NT_REVISED_HUB,

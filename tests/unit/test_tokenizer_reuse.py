@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from tinydnabert import cli
-from tinydnabert.common import InputError
+from tinydnabert.app import cli
+from tinydnabert.errors import InputError
 from tinydnabert.formats import load_manifest, shard_paths
-from tinydnabert.preprocess import PreprocessConfig, run_preprocess
-from tinydnabert.shards import read_shard
-from tinydnabert.tokenizer import load_existing, load_tokenizer
+from tinydnabert.prep.preprocess import PreprocessConfig, run_preprocess
+from tinydnabert.prep.shards import read_shard
+from tinydnabert.prep.tokenizer import load_existing, load_tokenizer
 
 
 def test_a_second_genome_with_the_first_ones_tokenizer(tmp_path, hg38_shards, genome_dir):

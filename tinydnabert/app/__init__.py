@@ -1,0 +1,1 @@
+"""The command line: `tinydnabert COMMAND` (cli), the whole pipeline (quickstart), plots and verify."""
