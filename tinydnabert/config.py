@@ -85,3 +85,22 @@ def _is_tuple(cls: type, name: str) -> bool:
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-ready dict of a (possibly nested) config dataclass."""
     return dataclasses.asdict(cfg)
+
+
+def to_flags(cls: type, **values: Any) -> list[str]:
+    """The command-line flags that set `values` on stage config `cls` (`--vocab-size 1024`, `--no-progress`,
+    `--fasta A B`), checked against its fields: a command built here from a renamed field fails in the
+    unit test that builds it, not minutes into a run. Nothing is validated: the stage does that."""
+    fields = {f.name for f in dataclasses.fields(cls) if f.init and f.metadata.get("cli") is not False}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {', '.join(unknown)} (its flags: {sorted(fields)})")
+    argv: list[str] = []
+    for name, value in values.items():
+        if isinstance(value, bool):
+            argv.append(_flag(name) if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            argv += [_flag(name), *map(str, value)]
+        else:
+            argv += [_flag(name), str(value)]
+    return argv
