@@ -17,13 +17,9 @@ import webdataset as wds
 
 from tinydnabert import formats
 from tinydnabert.errors import InputError
+from tinydnabert.formats import BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_SPECIAL
 from tinydnabert.prep.shards import read_shard
 from tinydnabert.pretrain.data import (
-    BOS_ID,
-    EOS_ID,
-    IGNORE_INDEX,
-    MASK_ID,
-    NUM_SPECIAL,
     DataConfig,
     build_train_loader,
     build_val_loader,
@@ -370,6 +366,49 @@ def test_truncated_and_missing_shards(synth):
     (synth / formats.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(InputError, match="val split has no shards.*--val-fraction"):
         build_val_loader(synth, cfg(), micro_batch_size=2)
+
+
+def _break_shard(data: Path, fault: str) -> None:
+    """One fault in the second train shard of a real shards directory (and nothing else wrong)."""
+    from tinydnabert.prep.shards import ShardSample, write_shard
+
+    shard = formats.shard_paths(data, "train")[1]
+    manifest = json.loads((data / formats.MANIFEST).read_text())
+    entries = manifest["splits"]["train"]["shards"]
+    if fault == "truncated":
+        shard.write_bytes(shard.read_bytes()[:1000])
+    elif fault == "missing":
+        shard.unlink()
+    elif fault == "unlisted":
+        shutil.copy(shard, shard.with_name(formats.shard_name(999)))
+    elif fault == "count":
+        entries[1]["tokens"] += 1
+        manifest["splits"]["train"]["tokens"] += 1
+    elif fault == "token-id":  # a well-formed shard (its own size and sha256) holding an id past the vocabulary
+        samples = read_shard(shard)
+        ids = [x.ids.copy() for x in samples]
+        ids[3][5] = manifest["tokenizer"]["vocab_size"] + 7
+        entries[1] = write_shard(shard, [ShardSample(x.meta["record"], x.meta["start"], x.meta["end"],
+                                                     x.meta["strand"], "") for x in samples], ids)
+    (data / formats.MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fault", ["truncated", "missing", "unlisted", "count", "token-id"])
+def test_loader_and_verify_name_a_bad_shard_in_the_same_words(hg38_shards, tmp_path, fault):
+    """One owner of the shard checks (prep/shardcheck.py): what the loader raises is a line `verify` lists."""
+    from tinydnabert.app.verify import verify_shards
+
+    data = Path(shutil.copytree(hg38_shards, tmp_path / "shards"))
+    assert verify_shards(data)[0] == []
+    _break_shard(data, fault)
+    problems = verify_shards(data)[0]
+    assert problems
+    with pytest.raises(InputError) as e:  # unshuffled, one shard a group: shard 1 is read second
+        take(build_train_loader(data, DataConfig(num_workers=0, shuffle=False, mix_shards=1, lanes=1), 2), 10_000)
+    said = str(e.value)
+    assert said.endswith("re-run `tinydnabert preprocess` (`tinydnabert verify DIR` lists every bad file)"), said
+    assert any(said.startswith(line + "; ") or said.startswith(line + " (and ") for line in problems), (said, problems)
 
 
 # --------------------------------------------------------------------------- real shards

@@ -8,9 +8,11 @@
 A shards directory (it has manifest.json): each listed shard exists, has its recorded size and sha256,
 parses as a tar, holds the recorded sample / token / base counts, token ids inside the vocabulary's
 content ids, and origin JSON that is well formed ({"record", "start", "end", "strand"}, 0 <= start < end,
-the sample key made from it); no shard on disk is unlisted; the tokenizer is the one recorded. With
---fasta, every sample is decoded and compared with the genome at its coordinates (reverse complement
-for strand "-"), one record in memory at a time.
+the sample key made from it); no shard on disk is unlisted; the tokenizer is the one recorded. These are
+the training loader's checks, in the same words (prep/shardcheck.py), every problem listed (at most
+MAX_PER_SHARD lines a shard) where the loader stops at the first. With --fasta, every sample is decoded
+and compared with the genome at its coordinates (reverse complement for strand "-"), one record in memory
+at a time.
 
 A run directory, its checkpoints/ directory or one checkpoint: every file of every complete checkpoint
 against its marker (tinydnabert_checkpoint.json), and `latest` names a complete checkpoint.
@@ -23,11 +25,11 @@ from __future__ import annotations
 import argparse
 import collections
 from pathlib import Path
-from typing import Any
 
 from tinydnabert import formats
 from tinydnabert.console import eprint
 from tinydnabert.errors import InputError
+from tinydnabert.prep import shardcheck
 from tinydnabert.prep.shards import read_shard
 from tinydnabert.pretrain import checkpoint
 
@@ -35,107 +37,44 @@ MAX_PER_SHARD = 5  # problem lines per shard before "... and N more" (a bad shar
 
 
 def verify_shards(data_dir: str | Path, fasta: list[str] | None = None) -> tuple[list[str], str]:
-    """(problems, summary) for a shards directory."""
+    """(problems, summary) for a shards directory: the checks of prep/shardcheck.py (the training loader's),
+    every problem listed instead of the first raised."""
     data_dir = Path(data_dir)
     manifest = formats.load_manifest(data_dir)  # InputError if there is none or it does not parse
     mpath = data_dir / formats.MANIFEST
+    vocab, _ = shardcheck.manifest_tokenizer(manifest, mpath)
     problems: list[str] = []
     try:
-        tok = manifest["tokenizer"]
-        vocab = int(tok["vocab_size"])
-        if formats.tokenizer_fingerprint(data_dir / formats.TOKENIZER_DIR) != tok["sha256"]:
-            problems.append(f"{data_dir / formats.TOKENIZER_DIR / formats.TOKENIZER_FILE}: sha256 differs from "
-                            f"{mpath}'s tokenizer.sha256 (another tokenizer: the ids would mean other tokens)")
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"{mpath}: no tokenizer vocab_size / sha256 ({e}); re-run `tinydnabert preprocess`") from e
+        shardcheck.check_tokenizer(data_dir)
     except InputError as e:
         problems.append(str(e))
-        vocab = int(manifest["tokenizer"]["vocab_size"])
     by_record: dict[str, list[Path]] = collections.defaultdict(list)  # record -> the shards holding it
     n_shards = n_samples = 0
     for split in formats.SPLITS:
-        entries = ((manifest.get("splits") or {}).get(split) or {}).get("shards") or []
-        listed = {e.get("name") for e in entries}
-        on_disk = sorted((data_dir / split).glob(formats.SHARD_GLOB)) if (data_dir / split).is_dir() else []
-        problems += [f"{p}: not listed in {mpath} (added after preprocessing?)" for p in on_disk
-                     if p.name not in listed]
-        for e in entries:
-            path = data_dir / split / str(e.get("name"))
+        shards = shardcheck.listed_shards(manifest, split, mpath, lambda n, split=split: str(data_dir / split / n))
+        # sizes are checked as each shard is read (below), not twice
+        problems += shardcheck.listing_problems(data_dir, split, shards, mpath, sizes=False)
+        for shard in shards:
             n_shards += 1
-            found, records = _check_shard(path, e, vocab, mpath)
-            problems += found
-            n_samples += int(e.get("samples") or 0)
-            for r in records:
+            n_samples += shard.samples
+            path = Path(shard.path)
+            if not path.is_file():
+                continue  # listed but missing: said above
+            samples, found = shardcheck.check_shard(shard, vocab, mpath, meta=True)
+            problems += found[:MAX_PER_SHARD]
+            if len(found) > MAX_PER_SHARD:
+                problems.append(f"{path}: ... and {len(found) - MAX_PER_SHARD} more problems")
+            for r in {s.meta["record"] for s in samples if shardcheck.origin_problem(s.meta) is None}:
                 by_record[r].append(path)
-        unsummed = [e for e in entries if "sha256" not in e or "bytes" not in e]
-        if unsummed:
-            problems.append(f"{mpath}: records no size / sha256 for {len(unsummed)} {split} shards (made by an older "
-                            f"tinydnabert), so their bytes cannot be verified; re-run `tinydnabert preprocess`")
-        totals = {k: sum(int(e.get(k) or 0) for e in entries) for k in ("samples", "bases", "tokens")}
-        split_info = (manifest.get("splits") or {}).get(split) or {}
-        for k, v in totals.items():
-            if k in split_info and split_info[k] != v:
-                problems.append(f"{mpath}: splits.{split}.{k} is {split_info[k]:,} but its shards add up to {v:,}")
+        note = shardcheck.unverifiable(shards, split, mpath)
+        if note:
+            problems.append(f"{note}, so their bytes cannot be verified; re-run `tinydnabert preprocess`")
+        problems += shardcheck.totals_problems(manifest, split, shards, mpath)
     summary = f"{data_dir}: {n_shards} shards, {n_samples:,} samples"
     if fasta:
         problems += _compare_with_genome(data_dir, manifest, fasta, by_record)
         summary += f", every sample equal to {', '.join(fasta)} at its coordinates"
     return problems, summary
-
-
-def _check_shard(path: Path, entry: dict, vocab: int, mpath: Path) -> tuple[list[str], set[str]]:
-    """Problems of one shard, and the records its samples come from."""
-    if not path.is_file():
-        return [f"{path}: listed in {mpath} but missing"], set()
-    problems = []
-    try:  # size and sha256 first (an InputError saying which), then the tar and its JSON
-        samples = read_shard(path, meta=True, sha256=entry.get("sha256"), size=entry.get("bytes"))
-    except InputError as e:
-        problems.append(str(e))
-        try:  # say what else is wrong, if the tar still parses
-            samples = read_shard(path, meta=True)
-        except InputError:
-            return problems, set()
-    bad: list[str] = []
-    records: set[str] = set()
-    tokens = bases = 0
-    for s in samples:
-        tokens += len(s.ids)
-        if s.ids.size and (int(s.ids.min()) < formats.NUM_SPECIAL or int(s.ids.max()) >= vocab):
-            out = s.ids[(s.ids < formats.NUM_SPECIAL) | (s.ids >= vocab)]
-            bad.append(f"{path}: sample {s.key!r} holds token id {int(out[0])}, outside the vocabulary's content "
-                       f"ids {formats.NUM_SPECIAL}..{vocab - 1}")
-        m = s.meta
-        why = _origin_problem(m)
-        if why:
-            bad.append(f"{path}: sample {s.key!r}: origin JSON {why}")
-            continue
-        if formats.sample_key(m["record"], m["start"], m["end"], m["strand"]) != s.key:
-            bad.append(f"{path}: sample {s.key!r}: origin JSON says {m['record']}:{m['start']}-{m['end']} "
-                       f"({m['strand']}), which is another key")
-        bases += m["end"] - m["start"]
-        records.add(m["record"])
-    problems += bad[:MAX_PER_SHARD]
-    if len(bad) > MAX_PER_SHARD:
-        problems.append(f"{path}: ... and {len(bad) - MAX_PER_SHARD} more bad samples")
-    for k, v in (("samples", len(samples)), ("tokens", tokens), ("bases", bases)):
-        if not bad and entry.get(k) != v:
-            problems.append(f"{path}: holds {v:,} {k} but {mpath} says {entry.get(k)}")
-    return problems, records
-
-
-def _origin_problem(m: Any) -> str | None:
-    if not isinstance(m, dict):
-        return "is missing" if m is None else "is not an object"
-    if not isinstance(m.get("record"), str) or not m["record"]:
-        return f"has no record name: {m}"
-    if not all(isinstance(m.get(k), int) and not isinstance(m.get(k), bool) for k in ("start", "end")):
-        return f"has no integer start/end: {m}"
-    if not 0 <= m["start"] < m["end"]:
-        return f"has start {m['start']} / end {m['end']}, not 0 <= start < end"
-    if m.get("strand") not in ("+", "-"):
-        return f"has strand {m.get('strand')!r}, not '+' or '-'"
-    return None
 
 
 def _compare_with_genome(data_dir: Path, manifest: dict, fasta: list[str],

@@ -92,6 +92,33 @@ class StoredSample(NamedTuple):
     meta: dict | None  # the origin JSON; None when read with meta=False
 
 
+REDO = "re-run `tinydnabert preprocess` (`tinydnabert verify DIR` lists every bad file)"
+
+
+class ShardError(InputError):
+    """A shard that is not what its manifest says. `problem` is what is wrong, naming the file; the message
+    adds what to do (REDO). `tinydnabert verify` lists problems and says what to do once, at the end."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{problem}; {REDO}")
+        self.problem = problem
+
+    def __reduce__(self) -> tuple:
+        return ShardError, (self.problem,)
+
+
+def size_problem(path: str | Path, size: int, expected: int | None) -> str | None:
+    """What is wrong with a shard file of `size` bytes whose manifest entry says `expected` (None: a
+    manifest from before shards carried their size), or None. A tar file is whole 512-byte blocks, so
+    anything else was cut short whatever the manifest says."""
+    if size == 0 or size % _BLOCK:
+        return f"{path}: truncated shard ({size:,} bytes, not whole {_BLOCK}-byte tar blocks)"
+    if expected is not None and size != expected:
+        return (f"{path}: {size:,} bytes but the manifest says {expected:,}: the shard was cut short, extended or "
+                f"replaced after preprocessing")
+    return None
+
+
 def read_shard(path: str | Path, meta: bool = True, sha256: str | None = None,
                size: int | None = None, raw: bytes | None = None) -> list[StoredSample]:
     """Every sample of one shard, in stored order, parsed with webdataset (what training streams through).
@@ -101,24 +128,24 @@ def read_shard(path: str | Path, meta: bool = True, sha256: str | None = None,
     in a token id or a zeroed block would otherwise be read as data. hashlib's sha256 costs ~1-2 ms/MB
     on the bytes already in memory (BENCHMARKS.md measures the loader with and without it).
     meta=False skips the JSON members unread (the training reader needs only the ids). Any failure
-    (a checksum or size that differs, a truncated or corrupt tar, a sample without ids.u16, origin JSON
-    that does not parse) is an InputError naming the shard. `raw`: the shard's bytes, already fetched from
-    `path` (a URL: tinydnabert.pretrain.sources), checked and parsed the same way."""
+    (a size that is not whole tar blocks or differs, a checksum that differs, a truncated or corrupt tar, a
+    sample without ids.u16, origin JSON that does not parse) is a ShardError (an InputError) naming the shard.
+    `raw`: the shard's bytes, already fetched from `path` (a URL: tinydnabert.pretrain.sources), checked and
+    parsed the same way. What else a shard must be (its counts, its token ids): prep/shardcheck.py."""
     import webdataset as wds
 
-    redo = "re-run `tinydnabert preprocess` to rewrite it (`tinydnabert verify DIR` lists every bad file)"
     try:
         raw = Path(path).read_bytes() if raw is None else raw
     except OSError as e:
-        raise InputError(f"{path}: cannot read shard ({e.strerror}); {redo}") from e
-    if size is not None and len(raw) != size:
-        raise InputError(f"{path}: {len(raw):,} bytes but the manifest says {size:,}: the shard was cut short, "
-                         f"extended or replaced after preprocessing; {redo}")
+        raise ShardError(f"{path}: cannot read shard ({e.strerror})") from e
+    why = size_problem(path, len(raw), size)
+    if why:
+        raise ShardError(why)
     if sha256 is not None:
         got = hashlib.sha256(raw).hexdigest()
         if got != sha256:
-            raise InputError(f"{path}: sha256 {got[:12]}... differs from the manifest's {sha256[:12]}...: the "
-                             f"shard changed after preprocessing (a disk or copy error, or an edit); {redo}")
+            raise ShardError(f"{path}: sha256 {got[:12]}... differs from the manifest's {sha256[:12]}...: the "
+                             f"shard changed after preprocessing (a disk or copy error, or an edit)")
     out: list[StoredSample] = []
     wanted = tuple("." + m for m in ((IDS_MEMBER, META_MEMBER) if meta else (IDS_MEMBER,)))
     try:
@@ -132,7 +159,7 @@ def read_shard(path: str | Path, meta: bool = True, sha256: str | None = None,
             out.append(StoredSample(key, decode_ids(sample[IDS_MEMBER]), origin))
     except Exception as e:  # tarfile.ReadError, EOFError, ValueError (JSONDecodeError), ...
         detail = e.args[0] if e.args else e  # webdataset appends the stream and url to args
-        raise InputError(f"{path}: corrupt or truncated shard ({type(e).__name__}: {detail}); {redo}") from e
+        raise ShardError(f"{path}: corrupt or truncated shard ({type(e).__name__}: {detail})") from e
     return out
 
 

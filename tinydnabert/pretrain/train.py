@@ -9,7 +9,7 @@ world_size, e.g. zero1.json's 128 = 32 x 4 x 1 GPU = 32 x 2 x 2 GPUs.
 
 Who owns the rest: the run directory's layout and bundle (rundir.py), checkpoints and their marker
 (checkpoint.py), the launcher-less bootstrap and RNG state (distributed.py), what is measured and logged
-(metrics.py), the data stream (data.py), the model (model.py, which knows nothing of DeepSpeed).
+(metrics.py), the data stream (data/), the model (model.py, which knows nothing of DeepSpeed).
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def resume(run: Run) -> TrainState:
         raise InputError(f"{where}: saved with a global batch of {marker.global_batch} rows, resuming with "
                          f"{run.global_batch}; set train_batch_size {marker.global_batch} in {run.ds_path}")
     if marker.world_size != engine.world_size:
-        # Other hardware: the data position is a global step (data.py), dropout is seeded per slot, and
+        # Other hardware: the data position is a global step (data/layout.py), dropout is seeded per slot, and
         # DeepSpeed's elastic ZeRO-1 checkpoint re-partitions the optimizer state (checkpoint.py).
         for name, ds in (("the checkpoint", marker.ds_config), (run.ds_path, run.resolved_ds)):
             if not (ds.get("zero_optimization") or {}).get("elastic_checkpoint"):
@@ -310,7 +310,7 @@ def train_step(engine, batches: Iterator[dict[str, torch.Tensor]], gas: int, dev
         wait += time.perf_counter() - t0
         input_ids = batch["input_ids"].to(device, non_blocking=True)  # [micro, seq_len]
         labels = batch["labels"].to(device, non_blocking=True)        # [micro, seq_len], -100 = unmasked
-        # data.py packs rows full (no padding), so no attention mask: SDPA then runs its unmasked
+        # data/packing.py packs rows full (no padding), so no attention mask: SDPA then runs its unmasked
         # (flash) kernel and transformers does not have to inspect a mask of ones.
         loss, n_correct, n_masked = engine(input_ids, labels)
         engine.backward(loss)
