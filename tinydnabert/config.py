@@ -31,7 +31,9 @@ def _flag(name: str) -> str:
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """Add one flag per dataclass field, typed from its annotation, with its metadata help."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    # Required flags first: a kw_only config that extends a shared one (eval/common.py) declares its required
+    # fields (--model --task --out) after the inherited defaults; --help should still start with them.
+    for f in sorted(dataclasses.fields(cls), key=lambda f: not _required(f)):
         if f.name in skip or not f.init or f.metadata.get("cli") is False:
             continue
         tp = hints[f.name]
@@ -44,7 +46,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         if origin in (typing.Union, types.UnionType) and type(None) in args:  # Optional[X] or X | None
             tp = next(a for a in args if a is not type(None))
             origin, args = typing.get_origin(tp), typing.get_args(tp)
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        required = _required(f)
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
             kwargs["default"] = default
@@ -65,6 +67,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         if required:
             kwargs["required"] = True
         parser.add_argument(_flag(f.name), **kwargs)
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def dataclass_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:

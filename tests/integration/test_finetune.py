@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tinydnabert.errors import InputError
-from tinydnabert.eval.finetune import FinetuneConfig, carve_validation, lr_lambda, read_predictions, run_finetune
+from tinydnabert.eval.common import carve_validation, read_predictions
+from tinydnabert.eval.finetune import FinetuneConfig, lr_lambda, run_finetune
 
 QUICK = dict(steps=12, batch_size=16, warmup_steps=2, eval_every=6, log_every=6, max_train_samples=320,
              eval_batch_size=256)

@@ -401,3 +401,56 @@ def test_finetune_with_a_data_clone_and_with_a_pinned_revision(hub: LocalHub, la
     res = json.loads((out / "results.json").read_text())
     assert res["data_provenance"] == _expected_provenance(layout, NT_REVISED_HUB, "H3K4me3", OLD, OLD, hub.url)
     assert json.loads((out / "config.json").read_text())["finetune"]["hub_revision"] == OLD
+
+
+# ---------------------------------------------------------------------------------- the probe at a pinned revision
+
+PROBE = ["--task", "H3K4me3", "--seeds", "1", "--c-grid", "1"]
+
+
+@pytest.mark.timeout(300)
+def test_probe_reads_and_records_the_revision_asked_for(hub: LocalHub, layout: Layout, tiny_export: Path,
+                                                        tmp_path: Path):
+    """`probe --hub-revision` reads that revision's rows (12 training rows at OLD, 17 at main) and records it.
+    (Before, ProbeConfig had no hub_revision: the probe always read main.)"""
+    for revision, commit, n_train in ((OLD, OLD, 12), ("main", MAIN[NT_REVISED_HUB], 17)):
+        hub.log.clear()
+        out = tmp_path / f"probe-{revision}"
+        assert cli.main(["probe", "--model", str(tiny_export), "--out", str(out), "--hub-revision", revision,
+                         *PROBE]) == 0
+        res = json.loads((out / "results.json").read_text())
+        assert res["data_provenance"] == _expected_provenance(layout, NT_REVISED_HUB, "H3K4me3", revision, commit,
+                                                              hub.url)
+        assert res["counts"]["train"] + res["counts"]["val"] == n_train and res["counts"]["test"] == 8
+        assert commit in res["data_source"]
+        assert json.loads((out / "config.json").read_text())["probe"]["hub_revision"] == revision
+        assert hub.paths() and all(f"/resolve/{revision}/" in p or f"/resolve/{commit}/" in p for p in hub.paths())
+
+
+@pytest.mark.timeout(300)
+def test_benchmark_probe_protocol_reads_the_pinned_revision(hub: LocalHub, layout: Layout, tiny_export: Path,
+                                                            tmp_path: Path, capsys):
+    """`benchmark --protocol probe --hub-revision SHA`: both arms probe the rows of SHA, and the table's provenance
+    is what they read. (Before, the benchmark checked the task at SHA, probed main and said SHA.)"""
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--model", str(tiny_export), "--tasks", "H3K4me3", "--protocol", "probe", "--seeds", "2",
+            "--probe-c-grid", "1", "--out", str(out)]
+    assert cli.main([*argv, "--hub-revision", OLD]) == 0
+    res = json.loads((out / "nt_benchmark.json").read_text())
+    assert res["meta"]["hub_revision"] == OLD
+    (row,) = res["tasks"]
+    want = _expected_provenance(layout, NT_REVISED_HUB, "H3K4me3", OLD, OLD, hub.url)
+    assert row["status"] == "done" and row["protocol"] == "probe" and row["data_provenance"] == want
+    assert row["counts"]["train"] + row["counts"]["val"] == 12    # OLD's rows; main has 17
+    for kind in ("scratch", "pretrained"):
+        run = Path(row["runs"][kind])
+        assert run.name == f"probe-{kind}"
+        saved = json.loads((run / "results.json").read_text())
+        assert saved["data_provenance"] == want and saved["counts"]["train"] + saved["counts"]["val"] == 12
+        assert json.loads((run / "config.json").read_text())["probe"]["hub_revision"] == OLD
+    assert not any("/resolve/main/" in p for p in hub.paths())  # main was never read
+    # the revision is part of the probe's protocol: these runs are not reused for main
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "finished under other settings" in err and "hub_revision" in err

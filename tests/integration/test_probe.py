@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tinydnabert.app import cli
-from tinydnabert.eval.finetune import read_predictions
+from tinydnabert.eval.common import read_predictions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,8 @@ import pytest
 
 from tinydnabert.app import cli
 from tinydnabert.errors import InputError
-from tinydnabert.eval.embed import embed_sequences, index_path, load_encoder, read_sequences
+from tinydnabert.eval.embed import embed_sequences, index_path, read_sequences
+from tinydnabert.eval.encoder import load_encoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,8 @@ Input: FASTA (plain or gzip; one vector per record), CSV with a `sequence` colum
 Pooling: `mean` (default) averages the hidden states of the sequence's own tokens (not <s>, </s> or
 padding), `cls` takes the <s> position. `--layer N` reads hidden state N (0 = the embeddings, the
 default -1 = the last layer). Batches are length-sorted (less padding) and put back in input order.
-On a GPU the encoder runs under bf16 autocast; the vectors are stored as float32 either way.
+--model: an export, a pretraining checkpoint (exported to a temporary directory first) — the loader and the
+precision policy are eval/encoder.py's: on a GPU bf16 autocast (--no-bf16: fp32); vectors are stored as float32.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import csv
 import io
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +30,14 @@ import numpy as np
 from tinydnabert.config import add_dataclass_args, dataclass_from_args
 from tinydnabert.console import print0
 from tinydnabert.errors import InputError
+from tinydnabert.eval.encoder import autocast_for, build_encoder, encoder_spec, resolve_model_dir, token_limit
 from tinydnabert.io import atomic_write_text, open_text
 
 
 @dataclass
 class EmbedConfig:
-    model: str = field(metadata={"help": "HF export directory (RUN/export): config.json + weights + tokenizer"})
+    model: str = field(metadata={"help": "HF export directory (RUN/export): config.json + weights + tokenizer; "
+                                         "or a pretraining checkpoint directory"})
     input: str = field(metadata={"help": "FASTA, CSV or TSV file of sequences (CSV/TSV: a 'sequence' column)"})
     out: str = field(metadata={"help": "output .npy path; OUT.index.csv is written beside it"})
     pooling: str = field(default="mean", metadata={
@@ -44,6 +48,7 @@ class EmbedConfig:
         "help": "tokens per sequence incl. <s> </s>; longer ones are truncated (0 = the model's limit)"})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu or cuda",
                                                   "choices": ["auto", "cpu", "cuda"]})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on GPU (CPU always runs fp32)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing OUT"})
 
@@ -92,38 +97,15 @@ def read_sequences(path: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def load_encoder(model_dir: str | Path, device):
-    """(encoder, tokenizer) of an export: AutoModel (the RoBERTa encoder without the LM head), eval mode."""
-    from transformers import AutoModel, AutoTokenizer
-
-    d = Path(model_dir)
-    if not (d / "config.json").is_file():
-        raise InputError(f"{d}: not a model directory (no config.json); pass an export (RUN/export) or run "
-                         "`tinydnabert export RUN OUT` first")
-    try:
-        tok = AutoTokenizer.from_pretrained(str(d))
-        model = AutoModel.from_pretrained(str(d), add_pooling_layer=False)
-    except Exception as e:  # noqa: BLE001 - any load failure: the directory is not what we expect
-        raise InputError(f"{d}: could not load the encoder or tokenizer ({type(e).__name__}: {e})") from e
-    return model.to(device).eval(), tok
-
-
-def token_limit(model, max_length: int = 0) -> int:
-    """Tokens per sequence (incl. <s> </s>) the encoder takes: RoBERTa offsets positions by pad_id + 1."""
-    c = model.config
-    cap = int(c.max_position_embeddings) - (c.pad_token_id + 1)
-    return min(max_length or cap, cap)
-
-
 def embed_sequences(model, tok, seqs: list[str], pooling: str = "mean", layer: int = -1, batch_size: int = 64,
-                    max_length: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    max_length: int = 0, progress: bool = False, bf16: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(vectors float32 [n, hidden], tokens per sequence incl. <s> </s> BEFORE truncation [n]), in input order."""
     import torch
     from tqdm import tqdm
 
     device = next(model.parameters()).device
     c = model.config
-    limit = token_limit(model, max_length)
+    limit = token_limit(c, max_length)
     n_layers = c.num_hidden_layers
     if not -(n_layers + 1) <= layer <= n_layers:
         raise InputError(f"embed: --layer {layer} out of range for a {n_layers}-layer model (0..{n_layers}, or -1)")
@@ -132,9 +114,8 @@ def embed_sequences(model, tok, seqs: list[str], pooling: str = "mean", layer: i
     lengths = np.array([len(r) for r in ids])
     order = np.argsort(lengths, kind="stable")  # length-sorted batches pad less
     out = np.zeros((len(seqs), c.hidden_size), dtype=np.float32)
-    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-           else torch.autocast("cpu", enabled=False))
-    with torch.no_grad(), amp, tqdm(total=len(seqs), disable=not progress, desc="embed", unit="seq") as bar:
+    amp = autocast_for(device, bf16)
+    with torch.no_grad(), amp(), tqdm(total=len(seqs), disable=not progress, desc="embed", unit="seq") as bar:
         for s in range(0, len(order), batch_size):
             chunk = order[s:s + batch_size]
             width = int(lengths[chunk].max())
@@ -158,7 +139,6 @@ def embed_sequences(model, tok, seqs: list[str], pooling: str = "mean", layer: i
 
 
 def run_embed(cfg: EmbedConfig) -> Path:
-
     out = Path(cfg.out)
     idx_path = index_path(out)
     if (out.exists() or idx_path.exists()) and not cfg.overwrite:
@@ -167,10 +147,12 @@ def run_embed(cfg: EmbedConfig) -> Path:
 
     device = pick_device(cfg.device, "embed")
     records = read_sequences(cfg.input)
-    model, tok = load_encoder(cfg.model, device)
-    vectors, tokens = embed_sequences(model, tok, [s for _, s in records], cfg.pooling, cfg.layer, cfg.batch_size,
-                                      cfg.max_length, progress=cfg.progress)
-    limit = token_limit(model, cfg.max_length)
+    with tempfile.TemporaryDirectory() as work:
+        spec = encoder_spec(cfg.model, None, resolve_model_dir(cfg.model, Path(work)))
+        model = build_encoder(spec, 0, device)
+    vectors, tokens = embed_sequences(model, spec.tokenizer, [s for _, s in records], cfg.pooling, cfg.layer,
+                                      cfg.batch_size, cfg.max_length, progress=cfg.progress, bf16=cfg.bf16)
+    limit = token_limit(model.config, cfg.max_length)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["index", "name", "bases", "tokens", "truncated"])

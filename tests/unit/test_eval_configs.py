@@ -1,0 +1,143 @@
+"""The evaluation configs (eval/common.py): every setting given to the benchmark reaches the config of every arm
+it runs, under both protocols; a finished run is reused only under the same protocol settings (the data revision
+among them); one token limit and one precision policy for every encoder. Fast: no model, no data read."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinydnabert.config import dataclass_from_args, to_flags
+from tinydnabert.errors import InputError
+from tinydnabert.eval import benchmark
+from tinydnabert.eval.common import (
+    EvalSettings,
+    finished,
+    protocol_keys,
+    read_predictions,
+    write_predictions,
+)
+from tinydnabert.eval.finetune import FinetuneConfig, FinetuneSettings
+from tinydnabert.eval.probe import ProbeConfig
+from tinydnabert.eval.tasks import get_task
+
+# A value other than the default for every shared setting: a setting added to EvalSettings must be given one
+# here (test_every_shared_setting_is_asked_for), and then this test proves it reaches both protocols.
+SHARED = dict(seed=7, seeds=3, val_fraction=0.2, validation="dev", max_train_samples=100, max_length=64,
+              hub_revision="0123abcd", device="cpu", bf16=False, cache_dir="/cache")
+FINETUNE = dict(steps=40, batch_size=8, lr=3e-4, warmup_steps=4, weight_decay=0.01, grad_clip=0.5, eval_every=10,
+                eval_batch_size=32, log_every=5)
+
+
+def _bench(tmp_path: Path, **values) -> benchmark.BenchmarkConfig:
+    """The BenchmarkConfig a `tinydnabert benchmark` command line with these values parses into."""
+    parser = argparse.ArgumentParser()
+    benchmark.add_arguments(parser)
+    argv = to_flags(benchmark.BenchmarkConfig, model=str(tmp_path / "export"), out=str(tmp_path / "bench"), **values)
+    return dataclass_from_args(benchmark.BenchmarkConfig, parser.parse_args(argv))
+
+
+def test_every_shared_setting_is_asked_for():
+    assert set(SHARED) == {f.name for f in dataclasses.fields(EvalSettings)}
+    assert set(SHARED) | set(FINETUNE) == {f.name for f in dataclasses.fields(FinetuneSettings)}
+
+
+@pytest.mark.parametrize("protocol", ["finetune", "probe"])
+@pytest.mark.parametrize("kind", benchmark.KINDS)
+def test_benchmark_settings_reach_every_arm_config(tmp_path: Path, kind: str, protocol: str):
+    b = _bench(tmp_path, tasks="gue/prom_300_tata", data=str(tmp_path / "GUE"), protocol="both",
+               probe_c_grid="0.5,2", **SHARED, **FINETUNE)
+    task = get_task("gue/prom_300_tata")
+    cfg = benchmark.arm_config(b, task, kind, protocol)
+    assert type(cfg) is (ProbeConfig if protocol == "probe" else FinetuneConfig)
+    for name, value in SHARED.items():
+        assert getattr(cfg, name) == value, name
+    assert cfg.hub_revision == "0123abcd"  # the field that once fell through between the protocols
+    if protocol == "finetune":
+        assert {k: getattr(cfg, k) for k in FINETUNE} == FINETUNE
+    else:
+        assert cfg.c_grid == "0.5,2" and cfg.batch_size == ProbeConfig.__dataclass_fields__["batch_size"].default
+    export = str(tmp_path / "export")
+    assert (cfg.model, cfg.scratch_from) == (("scratch", export) if kind == "scratch" else (export, None))
+    assert cfg.task == "gue/prom_300_tata" and cfg.overwrite
+    assert Path(cfg.out) == benchmark.run_dir(tmp_path / "bench", task, kind, protocol)
+    assert cfg.data == str(tmp_path / "GUE" / "prom" / "prom_300_tata")  # GUE's own layout under --data
+
+
+def test_existing_benchmark_flags_parse(tmp_path: Path):
+    """The flags the tests, the quickstart and the README use keep their names and meanings."""
+    parser = argparse.ArgumentParser()
+    benchmark.add_arguments(parser)
+    args = parser.parse_args(["--model", "M", "--tasks", "gue/H3", "--data", "G", "--out", "O", "--steps", "8",
+                              "--batch-size", "16", "--lr", "0.001", "--warmup-steps", "1", "--eval-every", "4",
+                              "--seeds", "2", "--seed", "3", "--max-train-samples", "200", "--log-every", "4",
+                              "--kinds", "scratch", "--protocol", "probe", "--probe-c-grid", "1", "--device", "cpu",
+                              "--cache-dir", "C", "--hub-revision", "v1"])
+    b = dataclass_from_args(benchmark.BenchmarkConfig, args)
+    assert (b.steps, b.batch_size, b.lr, b.seeds, b.seed, b.arms, b.protocols) == (8, 16, 0.001, 2, 3, ["scratch"],
+                                                                                   ["probe"])
+    assert (b.hub_revision, b.cache_dir, b.probe_c_grid, b.data) == ("v1", "C", "1", "G")
+    d = dataclass_from_args(benchmark.BenchmarkConfig, parser.parse_args(["--model", "M"]))
+    assert (d.out, d.tasks, d.seeds, d.steps, d.hub_revision, d.protocols, d.arms) == (
+        "runs/benchmark", "all", 1, 5000, "main", ["finetune"], ["scratch", "pretrained"])
+    with pytest.raises(InputError, match="--kinds 'pretrain'"):
+        dataclass_from_args(benchmark.BenchmarkConfig, parser.parse_args(["--model", "M", "--kinds", "pretrain"]))
+
+
+def test_shared_validation_names_the_command():
+    with pytest.raises(InputError, match="probe: --hub-revision is empty"):
+        ProbeConfig(model="m", task="t", out="o", hub_revision=" ")
+    with pytest.raises(InputError, match="finetune: --val-fraction 0.7"):
+        FinetuneConfig(model="m", task="t", out="o", val_fraction=0.7)
+    with pytest.raises(InputError, match="probe: --model scratch needs --scratch-from"):
+        ProbeConfig(model="scratch", task="t", out="o")
+    assert ProbeConfig(model="m", task="t", out="o").seeds == 3                 # each protocol's own default
+    assert FinetuneConfig(model="m", task="t", out="o").seeds == 1
+
+
+def _finished_run(d: Path, section: str, saved: dict) -> Path:
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({"test_mcc_mean": 0.5}))
+    (d / "config.json").write_text(json.dumps({section: saved}))
+    return d
+
+
+def test_a_run_is_reused_only_under_the_same_data_revision(tmp_path: Path):
+    assert "hub_revision" in protocol_keys(ProbeConfig) and "hub_revision" in protocol_keys(FinetuneConfig)
+    assert not {"device", "cache_dir", "out", "overwrite", "bf16"} & set(protocol_keys(ProbeConfig))
+    cfg = ProbeConfig(model="m", task="t", out=str(tmp_path / "p"))
+    # a probe run written before ProbeConfig had hub_revision: it read "main", and is reused as that
+    saved = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("hub_revision", "bf16")}
+    d = _finished_run(tmp_path / "p", "probe", saved)
+    assert finished(d, cfg) == {"test_mcc_mean": 0.5}
+    assert finished(d, dataclasses.replace(cfg, device="cpu", cache_dir="/elsewhere")) is not None
+    with pytest.raises(InputError, match="finished under other settings.*hub_revision.*'main', 'v2'"):
+        finished(d, dataclasses.replace(cfg, hub_revision="v2"))
+    assert finished(tmp_path / "nothing", cfg) is None
+
+
+def test_one_token_limit_and_one_precision_policy():
+    import contextlib
+
+    import torch
+    from transformers import BertConfig, RobertaConfig
+
+    from tinydnabert.eval.encoder import autocast_for, token_limit
+
+    # RoBERTa numbers positions from pad_token_id + 1: 258 positions with pad id 1 hold 256 tokens
+    assert token_limit(RobertaConfig(max_position_embeddings=258, pad_token_id=1)) == 256
+    assert token_limit(RobertaConfig(max_position_embeddings=258, pad_token_id=1), 100) == 100
+    assert token_limit(BertConfig(max_position_embeddings=512, pad_token_id=0)) == 512
+    assert autocast_for(torch.device("cpu"), True) is contextlib.nullcontext       # CPU: fp32
+    assert autocast_for(torch.device("cuda"), False) is contextlib.nullcontext     # --no-bf16: fp32
+
+
+def test_predictions_round_trip(tmp_path: Path):
+    y, pred = np.array([0, 1, 1]), np.array([0, 0, 1])
+    write_predictions(tmp_path / "p" / "seed0.csv", y, pred, ["neg", "pos"])
+    assert read_predictions(tmp_path / "p" / "seed0.csv") == (["neg", "pos", "pos"], ["neg", "neg", "pos"])

@@ -1,0 +1,291 @@
+"""What every evaluation shares: its settings, the task and its splits, MCC, and the files a run leaves.
+
+    EvalSettings   what a benchmark sets once for all its runs (seeds, validation, data revision, device, ...)
+    EvalConfig     + which model, which task, where: the base of FinetuneConfig and ProbeConfig
+    load_task / task_splits / carve_validation / Splits / mcc
+    results_record, write_run, write_predictions / read_predictions, read_results, finished
+
+The run directory (written atomically by the protocol; a failed run leaves nothing):
+    OUT/results.json        format, protocol, task, data source and provenance (hub commit, sha256 per file),
+                            labels (sorted; id = index), counts, model, device, per-seed val/test MCC, mean ± sd,
+                            versions, and the protocol's own keys
+    OUT/config.json         {protocol: the resolved config, ...what the protocol derived}
+    OUT/predictions/seed<S>.csv   index,label,pred on the test split (source label values)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import platform
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+from tinydnabert.config import config_to_dict
+from tinydnabert.errors import InputError
+from tinydnabert.eval.tasks import TaskData, adhoc_task, get_task, load_task_data, task_summary
+from tinydnabert.io import atomic_write_json
+
+RESULTS = "results.json"
+CONFIG = "config.json"
+PROTOCOLS = ("finetune", "probe")  # each protocol's config section in config.json, and results' "protocol"
+
+# A field with `"protocol": False` changes where or how fast a run goes, not what it measures: a finished run
+# is reused across it (device, cache, output path). Every other field must match for a run to be reused.
+RUN_ONLY = {"protocol": False}
+
+
+@dataclass(kw_only=True)
+class EvalSettings:
+    """The settings every run of an evaluation shares, whatever the model, task and protocol. A benchmark
+    sets them once (BenchmarkConfig extends this) and every arm of every task gets them all, by name."""
+
+    command: ClassVar[str] = "evaluation"  # names the command in messages (and the config.json section)
+
+    seed: int = field(default=0, metadata={"help": "first seed; also seeds the train/validation carve"})
+    seeds: int = field(default=1, metadata={"help": "number of seeds (seed, seed+1, ...); reports mean ± sd"})
+    val_fraction: float = field(default=0.1, metadata={"help": "fraction of train carved out for validation"})
+    validation: str = field(default="carve", metadata={
+        "help": "carve: validation carved from train with --seed; dev: the task's own dev split (GUE)",
+        "choices": ["carve", "dev"]})
+    max_train_samples: int = field(default=0, metadata={
+        "help": "use a seeded, class-stratified subset of N training rows (0 = all); for quick runs"})
+    max_length: int = field(default=0, metadata={
+        "help": "tokens per sequence incl. <s> </s> (0 = automatic, at most what the model's positions allow)"})
+    hub_revision: str = field(default="main", metadata={
+        "help": "revision of the NT hub repository to read (branch, tag or commit sha); results.json records "
+                "the commit actually read and the sha256 of each file (a --data clone is read as it is)"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu or cuda",
+                                                  "choices": ["auto", "cpu", "cuda"], **RUN_ONLY})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on GPU (CPU always runs fp32)", **RUN_ONLY})
+    cache_dir: Optional[str] = field(default=None, metadata={
+        "help": "download cache: the huggingface_hub cache for NT hub tasks (default $HF_HUB_CACHE, "
+                "~/.cache/huggingface/hub), the datasets cache for URL data", **RUN_ONLY})
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise InputError(f"{self.command}: --seeds {self.seeds} must be >= 1")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise InputError(f"{self.command}: --val-fraction {self.val_fraction} must be in (0, 0.5)")
+        if self.max_length < 0 or self.max_train_samples < 0:
+            raise InputError(f"{self.command}: --max-length and --max-train-samples must be >= 0 "
+                             "(0 = automatic / all)")
+        if not self.hub_revision.strip():
+            raise InputError(f"{self.command}: --hub-revision is empty; use main, a branch, a tag or a commit sha")
+
+
+@dataclass(kw_only=True)
+class EvalConfig(EvalSettings):
+    """One evaluation run: the shared settings + which model, which task, and where its results go."""
+
+    model: str = field(metadata={"help": "HF export directory (config.json + weights + tokenizer), a pretraining "
+                                         "checkpoint directory, or 'scratch' (random weights; see --scratch-from)"})
+    task: str = field(metadata={"help": "task name (see `tinydnabert finetune --list-tasks`; a bare NT name means "
+                                        "the revised task), or any name for your own --data", **RUN_ONLY})
+    out: str = field(metadata={"help": "output directory (results.json, config.json, predictions/)", **RUN_ONLY})
+    data: Optional[str] = field(default=None, metadata={
+        "help": "task data instead of the registry's: a directory of train/test .csv, .tsv or .fna files, "
+                "one FASTA per class (DIR/train/<label>.fa), an NT revised .tsv, or http(s) URLs "
+                "'train=URL,test=URL' of parquet/csv read with `datasets`", **RUN_ONLY})
+    scratch_from: Optional[str] = field(default=None, metadata={
+        "help": "with --model scratch: an export directory (its config.json + tokenizer: the same architecture) "
+                "or a tokenizer directory (then the reference ModelConfig)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing --out", **RUN_ONLY})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.model == "scratch" and not self.scratch_from:
+            raise InputError(f"{self.command}: --model scratch needs --scratch-from DIR: the pretrained export to "
+                             "copy the architecture and tokenizer from (or a tokenizer directory)")
+
+
+def shared_settings(src: Any, cls: type = EvalSettings) -> dict[str, Any]:
+    """{name: value} of every field of settings class `cls`, read from `src` (a config that extends it): how a
+    driver hands ALL the shared settings on, so a field added to `cls` reaches every run without a new line."""
+    return {f.name: getattr(src, f.name) for f in dataclasses.fields(cls) if f.init}
+
+
+def protocol_keys(cls: type) -> tuple[str, ...]:
+    """The fields of config class `cls` that define what a run measures (all but the RUN_ONLY ones)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init and f.metadata.get("protocol", True))
+
+
+# ---------------------------------------------------------------------------------------------
+# The task and its splits
+# ---------------------------------------------------------------------------------------------
+
+def resolve_task(cfg: EvalConfig):
+    try:
+        return get_task(cfg.task)
+    except InputError:
+        if cfg.data:  # any name is fine for the user's own data
+            return adhoc_task(cfg.task)
+        raise
+
+
+def load_task(cfg: EvalConfig):
+    """(task, its data): from --data, or the registry's place (the hub at --hub-revision for NT tasks)."""
+    task = resolve_task(cfg)
+    return task, load_task_data(task, cfg.data, cache_dir=cfg.cache_dir, revision=cfg.hub_revision)
+
+
+def carve_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices): a seeded, class-stratified carve where every class allows it."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    _, counts = np.unique(labels, return_counts=True)
+    n_val = math.ceil(fraction * len(labels))
+    if n_val < 1 or n_val >= len(labels):
+        raise InputError(f"{len(labels)} training rows are too few to carve a validation fraction of {fraction}; "
+                         "use more data or --validation dev")
+    # Stratify where every class can be on both sides (sklearn raises otherwise, e.g. 1 val row, 2 classes).
+    strat = labels if counts.min() >= 2 and min(n_val, len(labels) - n_val) >= len(counts) else None
+    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    # (used with fraction = 1 - N/len to draw a stratified subset of N rows, too)
+    return np.sort(tr), np.sort(va)
+
+
+@dataclass
+class Splits:
+    """(sequences, label ids) of train, validation and test: what both arms of a comparison share."""
+
+    train: tuple[list[str], np.ndarray]
+    val: tuple[list[str], np.ndarray]
+    test: tuple[list[str], np.ndarray]
+
+    def counts(self) -> dict[str, int]:
+        return {"train": len(self.train[0]), "val": len(self.val[0]), "test": len(self.test[0])}
+
+
+def task_splits(data: TaskData, seed: int, val_fraction: float, validation: str = "carve",
+                max_train_samples: int = 0) -> Splits:
+    """Validation carved from train with `seed` (class-stratified) or the task's dev split; test untouched,
+    used once. `max_train_samples`: a seeded, class-stratified subset first (files are often sorted by class)."""
+    if "test" not in data.splits:
+        raise InputError(f"{data.source}: no test split (found {sorted(data.splits)}); the protocols report test "
+                         f"MCC, so the data needs a test file (test.csv / test.fna / a 'test' split)")
+    train_seqs = data.splits["train"].sequences
+    train_y = np.asarray(data.label_ids("train"))
+    if 0 < max_train_samples < len(train_seqs):
+        keep, _ = carve_validation(train_y, 1 - max_train_samples / len(train_seqs), seed)
+        train_seqs, train_y = [train_seqs[i] for i in keep], train_y[keep]
+    if validation == "dev":
+        if "dev" not in data.splits:
+            raise InputError(f"{data.source}: --validation dev but there is no dev split; use --validation carve")
+        val = (data.splits["dev"].sequences, np.asarray(data.label_ids("dev")))
+    else:
+        tr, va = carve_validation(train_y, val_fraction, seed)
+        val = ([train_seqs[i] for i in va], train_y[va])
+        train_seqs, train_y = [train_seqs[i] for i in tr], train_y[tr]
+    missing = sorted(set(range(len(data.labels))) - set(train_y.tolist()))
+    if missing:
+        raise InputError(f"{data.source}: training split has no rows of label(s) "
+                         f"{[data.labels[i] for i in missing]}; check the labels or the --data files")
+    return Splits((train_seqs, train_y), val, (data.splits["test"].sequences, np.asarray(data.label_ids("test"))))
+
+
+def mcc(y_true, y_pred) -> float:
+    from sklearn.metrics import matthews_corrcoef
+
+    return float(matthews_corrcoef(y_true, y_pred))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run directory: results.json, config.json, predictions/
+# ---------------------------------------------------------------------------------------------
+
+def prediction_file(seed: int) -> str:
+    """Where seed `seed`'s test predictions go, relative to the run directory (results' seeds[i].predictions)."""
+    return f"predictions/seed{seed}.csv"
+
+
+def write_predictions(path: Path, y: np.ndarray, pred: np.ndarray, labels: list[Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["index", "label", "pred"])  # source label values; ids are their index in results' labels
+    for i, (a, b) in enumerate(zip(y.tolist(), pred.tolist())):
+        w.writerow([i, labels[a], labels[b]])
+    path.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def read_predictions(path: str | Path) -> tuple[list[str], list[str]]:
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [r["label"] for r in rows], [r["pred"] for r in rows]
+
+
+def versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def results_record(cfg: EvalConfig, fmt: str, data: TaskData, counts: dict[str, int], model: dict[str, Any],
+                   device: Any, per_seed: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """results.json of one run, the same keys for every protocol (`extra`: the protocol's own, e.g. the
+    derived max length or the probe's pooling). `per_seed`: one dict per seed with at least val_mcc, test_mcc."""
+    mccs = [s["test_mcc"] for s in per_seed]
+    return {
+        "format": fmt,
+        "protocol": cfg.command,
+        "task": task_summary(data.task),
+        "data_source": data.source,
+        "data_provenance": data.provenance,   # the commit and sha256 of each file the numbers come from
+        "labels": list(data.labels),
+        "label_ids": {str(lab): i for i, lab in enumerate(data.labels)},
+        "counts": counts,
+        "validation": cfg.validation,
+        "model": model,
+        "device": str(device),
+        **extra,
+        "seeds": per_seed,
+        "test_mcc_mean": statistics.fmean(mccs),
+        "test_mcc_sd": statistics.stdev(mccs) if len(mccs) > 1 else 0.0,
+        "val_mcc_mean": statistics.fmean(s["val_mcc"] for s in per_seed),
+        "versions": versions(),
+    }
+
+
+def write_run(run_dir: Path, cfg: EvalConfig, results: dict[str, Any], **config_extra: Any) -> None:
+    """results.json and config.json ({cfg.command: the resolved config, **config_extra}) into run_dir."""
+    atomic_write_json(run_dir / RESULTS, results)
+    atomic_write_json(run_dir / CONFIG, {cfg.command: config_to_dict(cfg), **config_extra})
+
+
+def read_results(run_dir: str | Path) -> dict[str, Any] | None:
+    """results.json of a finished run; None if the directory holds no finished run."""
+    p = Path(run_dir) / RESULTS
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def read_config(run_dir: str | Path, cls: type) -> dict[str, Any]:
+    """The settings a finished run was made with (its config.json section for `cls`'s protocol)."""
+    return json.loads((Path(run_dir) / CONFIG).read_text())[cls.command]
+
+
+def finished(run_dir: str | Path, cfg: EvalConfig) -> dict[str, Any] | None:
+    """The results of a run already finished in run_dir under cfg's protocol settings (protocol_keys), None if
+    there is none. A run finished under other settings is an error, so one table never mixes protocols."""
+    results = read_results(run_dir)
+    if results is None:
+        return None
+    saved = read_config(run_dir, type(cfg))
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    keys = protocol_keys(type(cfg))
+    # a run saved before a key existed ran with its default (hub_revision: earlier runs read "main")
+    old = {k: saved[k] if k in saved else fields[k].default for k in keys}
+    diff = {k: (old[k], getattr(cfg, k)) for k in keys if old[k] != getattr(cfg, k)}
+    if diff:
+        raise InputError(f"{run_dir}: finished under other settings {diff} (saved, asked); use another --out "
+                         f"or delete that run directory")
+    return results
