@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tinydnabert.config import add_dataclass_args, config_to_dict, dataclass_from_args
+from tinydnabert.config import add_dataclass_args, config_to_dict, dataclass_from_args, to_flags
 from tinydnabert.console import eprint
 from tinydnabert.errors import InputError
 from tinydnabert.io import OutputLock, atomic_write_json, data_dir
@@ -409,8 +409,7 @@ class Quickstart:
         if path is None:
             from tinydnabert.prep.download import DEFAULT_SMALL
             self.log(why)
-            run_command([*tool("tinydnabert"), "download", DEFAULT_SMALL, "--out", rel(self.download_dir())],
-                        self.log, self.env)
+            run_command(self.cmd_download(), self.log, self.env)
             path, why = self.pick_fasta()
             if path is None:
                 raise StageFailed(f"`tinydnabert download {DEFAULT_SMALL}` finished but wrote no file")
@@ -418,13 +417,22 @@ class Quickstart:
         self.log(f"genome: {rel(path)} ({path.stat().st_size / 1e6:.1f} MB, from {why})")
 
     # -- commands ------------------------------------------------------------------------
+    # Each command is built from its stage's config dataclass (config.to_flags): a renamed field fails in
+    # tests/unit/test_stage_flags.py, which builds every command, not minutes into the smoke run.
+    def cmd_download(self) -> list[str]:
+        from tinydnabert.prep.download import DEFAULT_SMALL, DownloadConfig
+
+        return [*tool("tinydnabert"), "download", DEFAULT_SMALL,
+                *to_flags(DownloadConfig, out=rel(self.download_dir()))]
+
     def cmd_preprocess(self) -> list[str]:
+        from tinydnabert.prep.preprocess import PreprocessConfig
+
         p = self.preset
-        return [*tool("tinydnabert"), "preprocess",
-                "--fasta", rel(self.fasta) if self.fasta else "GENOME.fa.gz", "--out", rel(self.shards),
-                "--vocab-size", str(p.vocab_size), "--min-frequency", str(p.min_frequency),
-                "--val-fraction", str(p.val_fraction), "--samples-per-shard", str(p.samples_per_shard),
-                "--seed", str(self.cfg.seed), "--workers", "0", "--no-progress"]
+        return [*tool("tinydnabert"), "preprocess", *to_flags(
+            PreprocessConfig, fasta=[rel(self.fasta) if self.fasta else "GENOME.fa.gz"], out=rel(self.shards),
+            vocab_size=p.vocab_size, min_frequency=p.min_frequency, val_fraction=p.val_fraction,
+            samples_per_shard=p.samples_per_shard, seed=self.cfg.seed, workers=0, progress=False)]
 
     def write_ds_config(self) -> Path:
         """OUT/ds_config.json: the repo's DeepSpeed JSON with this preset's batch and a schedule that fits
@@ -439,16 +447,20 @@ class Quickstart:
         return self.ds_config
 
     def cmd_pretrain(self, port: int = 29500) -> list[str]:
+        from tinydnabert.pretrain.data import DataConfig
+        from tinydnabert.pretrain.model import ModelConfig
+        from tinydnabert.pretrain.train import PretrainConfig
+
         p = self.preset
-        model_flags = [x for k, v in p.model.items() for x in (f"--{k.replace('_', '-')}", str(v))]
         # --master_port: a free one, so the demo does not collide with another DeepSpeed job on 29500.
         # --no-export: the export stage below runs `tinydnabert export` on the checkpoint instead.
         return [*tool("deepspeed"), "--num_gpus", "1", "--master_port", str(port), pretrain_script(),
-                "--deepspeed_config", rel(self.ds_config), "--data", rel(self.shards), "--out", rel(self.run_dir),
-                "--max-steps", str(p.pretrain_steps), "--log-interval", str(p.log_interval),
-                "--eval-interval", str(p.eval_interval), "--save-interval", str(p.pretrain_steps),
-                "--val-batches", str(p.val_batches), "--seq-len", str(p.seq_len), "--num-workers", "1",
-                "--seed", str(self.cfg.seed), "--no-export", *model_flags]
+                "--deepspeed_config", rel(self.ds_config),
+                *to_flags(PretrainConfig, data=[rel(self.shards)], out=rel(self.run_dir), max_steps=p.pretrain_steps,
+                          log_interval=p.log_interval, eval_interval=p.eval_interval,
+                          save_interval=p.pretrain_steps, seed=self.cfg.seed, export=False),
+                *to_flags(DataConfig, val_batches=p.val_batches, seq_len=p.seq_len, num_workers=1),
+                *to_flags(ModelConfig, **p.model)]
 
     def stage_pretrain(self) -> None:
         self.write_ds_config()
@@ -458,14 +470,15 @@ class Quickstart:
         return [*tool("tinydnabert"), "export", rel(self.run_dir), rel(self.export_dir)]
 
     def cmd_finetune(self) -> list[str]:
+        from tinydnabert.eval.benchmark import BenchmarkConfig
+
         p = self.preset
-        return [*tool("tinydnabert"), "benchmark",
-                "--model", rel(self.export_dir), "--tasks", self.tasks, "--lr", str(p.finetune_lr),
-                "--steps", str(p.finetune_steps), "--batch-size", str(p.finetune_batch),
-                "--warmup-steps", str(max(1, p.finetune_steps // 10)),
-                "--eval-every", str(max(1, p.finetune_steps // 2)), "--log-every", str(max(1, p.finetune_steps // 4)),
-                "--max-train-samples", str(p.finetune_max_train), "--protocol", p.protocol, "--seeds", str(p.seeds),
-                "--seed", str(self.cfg.seed), "--out", rel(self.results)]
+        return [*tool("tinydnabert"), "benchmark", *to_flags(
+            BenchmarkConfig, model=rel(self.export_dir), tasks=self.tasks, lr=p.finetune_lr, steps=p.finetune_steps,
+            batch_size=p.finetune_batch, warmup_steps=max(1, p.finetune_steps // 10),
+            eval_every=max(1, p.finetune_steps // 2), log_every=max(1, p.finetune_steps // 4),
+            max_train_samples=p.finetune_max_train, protocol=p.protocol, seeds=p.seeds, seed=self.cfg.seed,
+            out=rel(self.results))]
 
     # -- report --------------------------------------------------------------------------
     def stage_report(self) -> None:
