@@ -116,6 +116,44 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def one_process_env(monkeypatch):
+    """The environment of a launcher-less run (rank 0 of 1, a free port), set through monkeypatch so that it is
+    undone after the test: an in-process pretrain() runs distributed.bootstrap_env, which would otherwise leave
+    RANK & co. in os.environ for every later test. Returns the monkeypatch (e.g. to set WORLD_SIZE 2)."""
+    from tinydnabert.pretrain.distributed import free_port
+
+    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                 ("MASTER_PORT", str(free_port()))):
+        monkeypatch.setenv(k, v)
+    return monkeypatch
+
+
+class _NoWait:
+    """`time` as a retry loop sees it, without the backoff's sleeps (a forked DataLoader worker inherits it)."""
+
+    def __getattr__(self, name):
+        import time
+
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        pass
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """Retries at once (tinydnabert.prep.download's and pretrain.sources' retry loops): a test that drops or
+    refuses every shard's first GET, one after the other, would otherwise wait 0.25-1 s a shard. What is retried,
+    and how, is unchanged."""
+    from tinydnabert.prep import download
+    from tinydnabert.pretrain import sources
+
+    monkeypatch.setattr(download, "time", _NoWait())
+    monkeypatch.setattr(sources, "time", _NoWait())
+
+
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory, genome_dir: Path) -> Path:
     """One tiny export per test session (building one takes seconds), shared by the fine-tuning tests."""

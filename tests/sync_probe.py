@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import subprocess
 import sys
 import warnings
@@ -159,18 +158,12 @@ class _HostLoader:
 
 def probe(tmp_path: Path, shards: Path, variants: list[str], cuda_debug: bool = False) -> dict[str, dict]:
     """Run this script in a subprocess on this checkout's tinydnabert; {variant: result}."""
-    import socket
+    from tests.helpers import child_env
 
-    with socket.socket() as s:  # DeepSpeed's rendezvous port: 29500 may be another run's
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    # One process, whatever an earlier in-process test left in os.environ (bootstrap_env sets RANK & co.).
-    env = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR")},
-           "OMP_NUM_THREADS": "1", "MASTER_PORT": port, "PYTHONPATH": os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    # One process on a free port, whatever an earlier in-process test left in os.environ (RANK & co.).
     cmd = [sys.executable, str(REPO / "tests" / "sync_probe.py"), "--data", str(shards), "--out", str(tmp_path)]
     cmd += [a for v in variants for a in ("--variant", v)] + (["--cuda-debug"] if cuda_debug else [])
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=child_env(one_process=True), timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
     out = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     return {o["variant"]: o for o in out}

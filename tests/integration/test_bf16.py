@@ -3,61 +3,41 @@ sync-free settings), only its batch shrunk, through the real launcher with one r
 shards; then its export, which must hold the fp32 master weights and not the rounded bf16 module.
 
 DeepSpeed's bf16 ZeRO-1 runs on its CPU accelerator (bf16 matmuls there are ~2.5x slower than fp32, so this
-is a correctness run, not a speed one). One fp32 run beside it checks that an fp32 export is unchanged.
+is a correctness run, not a speed one). The session's fp32 `reference_run` (2 ranks, ZeRO-1: its masters in two
+partitions) checks that an fp32 export is unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import MODEL_FLAGS, launch_ranks, wait
+
 STEPS = 12
-FLAGS = ["--hidden-size", "64", "--num-hidden-layers", "2", "--num-attention-heads", "2", "--intermediate-size",
-         "128", "--seq-len", "128", "--num-workers", "1", "--val-batches", "1", "--log-interval", "2",
-         "--eval-interval", "0", "--save-interval", str(STEPS), "--max-steps", str(STEPS)]
+FLAGS = MODEL_FLAGS + ["--seq-len", "128", "--num-workers", "1", "--val-batches", "1", "--log-interval", "2",
+                       "--eval-interval", "0", "--save-interval", str(STEPS), "--max-steps", str(STEPS)]
 LOSS = re.compile(r"^step (\d{6})/\d{6} \| loss (\S+) \|", re.M)
 
 
-def _run(tmp: Path, shards: Path, config: str, extra: list[str]) -> tuple[Path, str]:
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory, hg38_shards) -> tuple[Path, str]:
     from tinydnabert.pretrain import ds_config
 
+    tmp = tmp_path_factory.mktemp("bf16")
     # the shipped file, only the batch shrunk: 8 rows = 4 x 2 accumulation, a short warmup to lr 2e-3
-    ds = ds_config.derive(ds_config.shipped(config), batch=8, micro=4, lr=2e-3, warmup=3, steps=40)
+    ds = ds_config.derive(ds_config.shipped("zero1.json"), batch=8, micro=4, lr=2e-3, warmup=3, steps=40)
     (tmp / "ds.json").write_text(json.dumps(ds, indent=2))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    cmd = ["deepspeed", "--num_gpus", "1", "--master_port", str(_free_port()), str(REPO / "launch" / "pretrain.py"),
-           "--deepspeed_config", str(tmp / "ds.json"), "--data", str(shards), "--out", str(tmp / "run"), *FLAGS, *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-    return tmp / "run", r.stdout + r.stderr
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def bf16_run(tmp_path_factory, hg38_shards):
     # --masked-per-row: the GPU path's sync-free head too (128-token rows: 19 chosen on average, sd 4)
-    return _run(tmp_path_factory.mktemp("bf16"), hg38_shards, "zero1.json", ["--masked-per-row", "40"])
-
-
-@pytest.fixture(scope="module")
-def fp32_run(tmp_path_factory, hg38_shards):
-    return _run(tmp_path_factory.mktemp("fp32"), hg38_shards, "zero1-cpu-fp32.json", [])
+    log = tmp / "log.txt"
+    text = wait(launch_ranks(1, ["--deepspeed_config", str(tmp / "ds.json"), "--data", str(hg38_shards), "--out",
+                                 str(tmp / "run"), *FLAGS, "--masked-per-row", "40"], log), log, timeout=300)
+    return tmp / "run", text
 
 
 def _export_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -97,10 +77,10 @@ def test_bf16_export_holds_the_fp32_masters_not_the_rounded_module(bf16_run):
         assert torch.allclose(rounded[n], exported[n], rtol=2**-8, atol=1e-30), n
 
 
-def test_fp32_export_is_unchanged_the_module_weights(fp32_run):
+def test_fp32_export_is_unchanged_the_module_weights(reference_run):
     from tinydnabert.pretrain import checkpoint
 
-    run, _ = fp32_run
+    run, _ = reference_run
     tag = checkpoint.resolve(run)
     module = checkpoint.load_module_state(tag)  # what the export took before the masters existed
     exported = _export_weights(run)

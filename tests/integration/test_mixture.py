@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_pretrain import MODEL_FLAGS, free_port, launch, scalars, wait  # tests/integration on sys.path
 
+from tests.helpers import MODEL_FLAGS, launch_ranks, scalars, wait
 from tinydnabert.errors import InputError
 from tinydnabert.pretrain import sources
 from tinydnabert.pretrain.data import MIX_BLOCK, DataConfig, build_train_loader, source_seed
@@ -153,7 +153,7 @@ def test_launcher_reports_each_source(tmp_path, chr20_shards, yeast_shards):
             "--data", f"human={chr20_shards}:0.7", "--data", f"yeast={yeast_shards}:0.3", "--max-steps", str(steps),
             *MODEL_FLAGS, "--seq-len", str(SEQ), "--num-workers", "1", "--val-batches", "2", "--log-interval", "16",
             "--eval-interval", "32", "--save-interval", "64", "--log-rows", "--no-export"]
-    text = wait(launch(["--num_gpus", "1", "--master_port", str(free_port())], args, log, tmp_path), log, timeout=600)
+    text = wait(launch_ranks(1, args, log), log, timeout=600)
     assert "mixture: human 0.7031" in text and "yeast 0.2969" in text, text[-2000:]
     drawn = np.zeros((steps + 1, 2), np.int64)
     for line in (run / "rows" / "rank00000.tsv").read_text().splitlines():

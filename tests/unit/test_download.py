@@ -74,7 +74,7 @@ def server(genome_dir: Path):
                                              "truncate_next": set()})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)  # shutdown() waits a poll
     thread.start()
     try:
         yield httpd, handler, f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -116,7 +116,7 @@ def test_resume_from_partial_part_file(server, tmp_path, genome_dir):
 
 
 @pytest.mark.timeout(60)
-def test_dropped_connection_is_retried_by_resuming(server, tmp_path, genome_dir):
+def test_dropped_connection_is_retried_by_resuming(server, tmp_path, genome_dir, no_backoff):
     _, handler, base = server
     handler.truncate_next.add("chr21.fa.gz")
     path = download("hg38-chr21", _cfg(tmp_path, base), log=lambda s: None)

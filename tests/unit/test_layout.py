@@ -175,3 +175,47 @@ def test_no_path_hacks():
         if p.name == "test_layout.py":
             continue
         assert "sys.path.insert" not in text and "spec_from_file_location" not in text, p
+
+
+# ------------------------------------------------------------------------------------------------ the tests
+
+TESTS = PKG.parent / "tests"
+
+
+def _test_module_imports(path: Path) -> list[str]:
+    """The imports in `path` that name a test module (test_*), however spelled: `from test_x import f` (a
+    sibling on sys.path), `from tests.integration.test_x import f`, `from tests.unit import test_x`,
+    `from .test_x import f`, `import tests.unit.test_x`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            names = [module]
+            if node.level or module == "tests" or module.startswith("tests."):  # a name from a test package
+                names += [f"{module}.{a.name}" for a in node.names]
+        else:
+            continue
+        if any(part.startswith("test_") for name in names for part in name.split(".")):
+            found.append(ast.unparse(node))
+    return found
+
+
+def test_no_test_module_imports_another():
+    """Shared test code has one home: tests/helpers.py (functions) and the conftest.py files (fixtures). A test
+    module that is also a library (the old `from test_pretrain import launch`) runs under two names, and its
+    tests move with every refactor of its helpers."""
+    found = {str(p.relative_to(TESTS)): imports for p in sorted(TESTS.rglob("*.py"))
+             if (imports := _test_module_imports(p))}
+    assert not found, f"move what they share to tests/helpers.py: {found}"
+
+
+def test_test_import_rule_sees_every_spelling(tmp_path):
+    """The check itself: each way of importing a test module is caught; helpers and the package are not."""
+    f = tmp_path / "test_x.py"
+    f.write_text("from test_pretrain import launch\nimport tests.unit.test_data\nfrom tests.integration import "
+                 "test_elastic\nfrom .test_faults import flip\nfrom tests.helpers import wait\nimport tests.helpers\n"
+                 "from tinydnabert.eval.tasks import test_split\n")
+    assert _test_module_imports(f) == ["from test_pretrain import launch", "import tests.unit.test_data",
+                                       "from tests.integration import test_elastic", "from .test_faults import flip"]

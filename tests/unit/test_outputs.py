@@ -9,16 +9,15 @@ import socket
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import child_env
 from tinydnabert.errors import DiskFullError, InputError, disk_full_reason
 from tinydnabert.io import OutputLock, atomic_output_dir, atomic_write_text, umask
 from tinydnabert.pretrain.distributed import free_port
 
 HOST = socket.gethostname()
-REPO = Path(__file__).resolve().parents[2]
 
 
 def dead_pid() -> int:
@@ -46,7 +45,7 @@ def test_lock_held_by_another_process_and_dropped_when_it_is_killed(tmp_path):
     code = f"from tinydnabert.io import OutputLock; import sys, time; l = OutputLock({str(out)!r}); " \
            "print('locked', flush=True); time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+                              env=child_env())
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(InputError, match=f"in use by pid {holder.pid} on {HOST}"):
