@@ -1,5 +1,6 @@
 """Fine-tuning: a tiny pretrained export and "scratch" both fine-tune on a real task; MCC is
-scikit-learn's on the saved predictions; the loop learns; bad input fails cleanly through the CLI."""
+scikit-learn's on the saved predictions; the loop learns; bad input fails cleanly through the CLI; --strands both
+trains on a random strand per example (the same batches as a forward run) and averages the strands' logits."""
 
 from __future__ import annotations
 
@@ -98,6 +99,62 @@ def test_validation_on_the_dev_split(tiny_export: Path, tmp_path: Path):
     with pytest.raises(InputError, match="no dev split"):
         run_finetune(FinetuneConfig(model=str(tiny_export), task="gue/H3", out=str(tmp_path / "x"),
                                     validation="dev", steps=2, warmup_steps=0))
+
+
+@pytest.mark.timeout(60)
+def test_both_strands_same_batches_random_strand_and_recorded(tiny_export: Path, tmp_path: Path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from tinydnabert.eval import finetune
+    from tinydnabert.eval.common import reverse_complement
+
+    seen: dict[str, list[list[list[int]]]] = {}
+    collate = finetune.collate
+
+    def recording(ids, pad_id, device):  # the training batches (16 rows; validation and test come in 256s)
+        if len(ids) == 16:
+            seen[arm].append([list(r) for r in ids])
+        return collate(ids, pad_id, device)
+
+    monkeypatch.setattr(finetune, "collate", recording)
+    quick = dict(model=str(tiny_export), task="gue/prom_300_tata", steps=4, batch_size=16, warmup_steps=0,
+                 eval_every=2, log_every=2, max_train_samples=64, eval_batch_size=256)
+    results = {}
+    for arm in ("forward", "both"):
+        seen[arm] = []
+        results[arm] = run_finetune(FinetuneConfig(out=str(tmp_path / arm), strands=arm, **quick))
+    res = results["both"]
+    assert res["strands"] == "both" and results["forward"]["strands"] == "forward"
+    assert json.loads((tmp_path / "both" / "config.json").read_text())["finetune"]["strands"] == "both"
+    s = res["seeds"][0]
+    assert s["test_mcc"] == pytest.approx(_mcc_from_predictions(tmp_path / "both", 0), abs=1e-12)
+    assert [h["step"] for h in s["history"]] == [2, 4] and len(read_predictions(tmp_path / "both" /
+                                                                              s["predictions"])[0]) == 613
+    # the same examples in the same order as the forward run, each on a random strand: a flipped row is the
+    # tokenized reverse complement of the forward row's sequence
+    tok = AutoTokenizer.from_pretrained(str(tiny_export))
+    assert len(seen["forward"]) == len(seen["both"]) == 4
+    flipped = 0
+    for fb, bb in zip(seen["forward"], seen["both"]):
+        for f, b in zip(fb, bb):
+            if f != b:
+                flipped += 1
+                seq = "".join(tok.convert_ids_to_tokens(f[1:-1]))
+                assert b == tok(reverse_complement(seq))["input_ids"]
+    assert 16 <= flipped <= 48  # of 64: p = 1/2
+    # validation and test: the mean of the two strands' logits (the same ids twice: the forward prediction)
+    import torch
+
+    cpu = torch.device("cpu")
+    model = finetune.build_classifier(finetune.classifier_spec(FinetuneConfig(out="x", **quick), tiny_export,
+                                                               ["0", "1"]), 0)
+    ids = [tok(q)["input_ids"] for q in ("ACGTAGGCTA" * 5, "TTTTGGGCCA" * 3, "GATTACA")]
+    amp = finetune.autocast_for(cpu)
+    z = finetune.logits(model, ids, 1, 2, cpu, amp)
+    rc = [tok(reverse_complement(q))["input_ids"] for q in ("ACGTAGGCTA" * 5, "TTTTGGGCCA" * 3, "GATTACA")]
+    zr = finetune.logits(model, rc, 1, 2, cpu, amp)
+    assert (finetune.predict(model, ids, 1, 2, cpu, amp, rc) == ((z + zr) / 2).argmax(-1)).all()
+    assert (finetune.predict(model, ids, 1, 2, cpu, amp, ids) == z.argmax(-1)).all()
 
 
 def test_schedule_and_validation_carve():

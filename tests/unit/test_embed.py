@@ -1,4 +1,5 @@
-"""`tinydnabert embed` on real task files: shapes, input order, pooling arithmetic, determinism, errors."""
+"""`tinydnabert embed` on real task files: shapes, input order, pooling arithmetic, determinism, truncation only
+when asked, errors. Long sequences (windows) and both strands: test_embed_long.py."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def test_fasta_and_csv_give_one_row_per_sequence_in_input_order(tmp_path, tiny_e
     with open(index_path(out)) as f:
         rows = list(csv.DictReader(f))
     assert [r["name"] for r in rows][:2] == ["Chr11_6627824_6628024", "Chr11_9587224_9587424"]
-    assert all(int(r["bases"]) == 200 and r["truncated"] == "0" for r in rows)
+    assert all(int(r["bases"]) == 200 and r["truncated"] == "0" and r["windows"] == "1" for r in rows)
+    assert list(rows[0]) == ["index", "name", "bases", "tokens", "truncated", "windows"]  # new columns go last
     # Row i is sequence i whatever the batching: the same sequences reversed give the rows reversed.
     model, tok = load_encoder(tiny_export, "cpu")
     seqs = [s for _, s in read_sequences(enhancers)]
@@ -70,13 +72,28 @@ def test_pooling_is_the_mean_over_the_sequences_own_tokens(tiny_export, enhancer
     np.testing.assert_allclose(alone[0], mean[1], atol=1e-5)
 
 
-def test_truncation_is_reported_and_bad_input_is_refused(tmp_path, tiny_export, enhancers, capsys):
+def test_truncation_only_when_asked_and_bad_input_is_refused(tmp_path, tiny_export, enhancers, capsys):
+    import torch
+
     out = tmp_path / "t.npy"
     assert cli.main(["embed", "--model", str(tiny_export), "--input", str(enhancers), "--out", str(out),
-                     "--max-length", "12", "--no-progress"]) == 0
+                     "--long", "truncate", "--window", "12", "--no-progress"]) == 0
     with open(index_path(out)) as f:
         rows = list(csv.DictReader(f))
-    assert all(r["truncated"] == "1" and r["tokens"] == "12" for r in rows)
+    assert all(r["truncated"] == "1" and r["tokens"] == "12" and r["windows"] == "1" for r in rows)
+    # today's truncation: <s>, the first 10 sequence tokens, </s>
+    model, tok = load_encoder(tiny_export, "cpu")
+    ids = tok(read_sequences(enhancers)[0][1])["input_ids"]
+    with torch.no_grad():
+        h = model(input_ids=torch.tensor([ids[:11] + ids[-1:]])).last_hidden_state[0]
+    np.testing.assert_allclose(np.load(out)[0], h[1:-1].mean(0).numpy(), atol=1e-6)
+    # --max-length, the flag's old name, is the window now: the same sequences in windows, nothing truncated
+    assert cli.main(["embed", "--model", str(tiny_export), "--input", str(enhancers), "--out", str(out),
+                     "--max-length", "12", "--no-progress", "--overwrite"]) == 0
+    with open(index_path(out)) as f:
+        rows = list(csv.DictReader(f))
+    assert all(r["truncated"] == "0" and int(r["windows"]) > 1 and int(r["tokens"]) == len(tok(s)["input_ids"])
+               for r, (_, s) in zip(rows, read_sequences(enhancers)))
     assert cli.main(["embed", "--model", str(tiny_export), "--input", str(enhancers), "--out", str(out),
                      "--no-progress"]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
@@ -88,5 +105,8 @@ def test_truncation_is_reported_and_bad_input_is_refused(tmp_path, tiny_export, 
                      "--out", str(tmp_path / "m.npy")]) == 2
     assert "no config.json" in capsys.readouterr().err
     with pytest.raises(InputError, match="--layer 9 out of range"):
-        model, tok = load_encoder(tiny_export, "cpu")
         embed_sequences(model, tok, ["ACGT"], layer=9)
+    with pytest.raises(InputError, match="--stride 11 is wider than a window's 10 sequence tokens"):
+        embed_sequences(model, tok, ["ACGT"], max_length=12, stride=11)
+    with pytest.raises(InputError, match="--window 300 exceeds what the model's position table allows \\(256"):
+        embed_sequences(model, tok, ["ACGT"], max_length=300)

@@ -1,6 +1,7 @@
 """The evaluation configs (eval/common.py): every setting given to the benchmark reaches the config of every arm
-it runs, under both protocols; a finished run is reused only under the same protocol settings (the data revision
-among them); one token limit and one precision policy for every encoder. Fast: no model, no data read."""
+it runs, under both protocols (--strands among them); a finished run is reused only under the same protocol settings
+(the data revision among them), a run saved before a setting existed as that setting's default; one token limit and
+one precision policy for every encoder. Fast: no model, no data read."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from tinydnabert.eval.tasks import get_task
 # A value other than the default for every shared setting: a setting added to EvalSettings must be given one
 # here (test_every_shared_setting_is_asked_for), and then this test proves it reaches both protocols.
 SHARED = dict(seed=7, seeds=3, val_fraction=0.2, validation="dev", max_train_samples=100, max_length=64,
-              hub_revision="0123abcd", device="cpu", bf16=False, cache_dir="/cache")
+              hub_revision="0123abcd", strands="both", device="cpu", bf16=False, cache_dir="/cache")
 FINETUNE = dict(steps=40, batch_size=8, lr=3e-4, warmup_steps=4, weight_decay=0.01, grad_clip=0.5, eval_every=10,
                 eval_batch_size=32, log_every=5)
 
@@ -119,6 +120,23 @@ def test_a_run_is_reused_only_under_the_same_data_revision(tmp_path: Path):
     with pytest.raises(InputError, match="finished under other settings.*hub_revision.*'main', 'v2'"):
         finished(d, dataclasses.replace(cfg, hub_revision="v2"))
     assert finished(tmp_path / "nothing", cfg) is None
+
+
+@pytest.mark.parametrize("cls, section", [(ProbeConfig, "probe"), (FinetuneConfig, "finetune")])
+def test_a_run_saved_before_strands_existed_is_reused_as_forward(tmp_path: Path, cls, section: str):
+    """Old benchmark run directories stay usable: a config.json without `strands` (or, for the probe, without
+    `long` and `stride`) ran forward, with no windows then, and is reused as that; --strands both is another
+    protocol, so the old run is not passed off as one."""
+    assert {"strands"} <= set(protocol_keys(cls))
+    cfg = cls(model="m", task="t", out=str(tmp_path / section))
+    new_keys = ("strands", "long", "stride")
+    saved = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in new_keys}
+    d = _finished_run(tmp_path / section, section, saved)
+    assert cfg.strands == "forward" and finished(d, cfg) == {"test_mcc_mean": 0.5}
+    with pytest.raises(InputError, match="finished under other settings.*strands.*'forward', 'both'"):
+        finished(d, dataclasses.replace(cfg, strands="both"))
+    with pytest.raises(InputError, match="--strands 'reverse': use forward or both"):
+        dataclasses.replace(cfg, strands="reverse")
 
 
 def test_one_token_limit_and_one_precision_policy():

@@ -179,7 +179,8 @@ def run(b: BenchmarkConfig) -> dict[str, Any]:
     meta = {"model": str(b.model), "tasks": b.tasks, "steps": b.steps, "batch_size": b.batch_size,
             "warmup_steps": b.warmup_steps, "lr": b.lr, "seeds": b.seeds, "seed": b.seed,
             "eval_every": b.eval_every, "max_train_samples": b.max_train_samples, "device": device,
-            "hub_revision": b.hub_revision, "protocols": b.protocols, "probe_c_grid": b.probe_c_grid,
+            "hub_revision": b.hub_revision, "strands": b.strands, "protocols": b.protocols,
+            "probe_c_grid": b.probe_c_grid,
             "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1), "sota_columns": report.SOTA_COLUMNS}
     result = {"meta": meta, "summary": report.summarize(rows), "tasks": rows}
     md = report.write_report(Path(b.out), result,

@@ -2,13 +2,14 @@
 
     EvalSettings   what a benchmark sets once for all its runs (seeds, validation, data revision, device, ...)
     EvalConfig     + which model, which task, where: the base of FinetuneConfig and ProbeConfig
+    STRANDS / reverse_complement   --strands forward|both, and the other strand of a sequence
     load_task / task_splits / carve_validation / Splits / mcc
     results_record, write_run, write_predictions / read_predictions, read_results, finished
 
 The run directory (written atomically by the protocol; a failed run leaves nothing):
     OUT/results.json        format, protocol, task, data source and provenance (hub commit, sha256 per file),
-                            labels (sorted; id = index), counts, model, device, per-seed val/test MCC, mean ± sd,
-                            versions, and the protocol's own keys
+                            labels (sorted; id = index), counts, validation, strands, model, device, per-seed
+                            val/test MCC, mean ± sd, versions, and the protocol's own keys
     OUT/config.json         {protocol: the resolved config, ...what the protocol derived}
     OUT/predictions/seed<S>.csv   index,label,pred on the test split (source label values)
 """
@@ -21,6 +22,7 @@ import io
 import json
 import math
 import platform
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ import numpy as np
 
 from tinydnabert.config import config_to_dict
 from tinydnabert.errors import InputError
+from tinydnabert.eval.encoder import DeviceSettings
 from tinydnabert.eval.tasks import TaskData, adhoc_task, get_task, load_task_data, task_summary
 from tinydnabert.io import atomic_write_json
 
@@ -41,9 +44,33 @@ PROTOCOLS = ("finetune", "probe")  # each protocol's config section in config.js
 # is reused across it (device, cache, output path). Every other field must match for a run to be reused.
 RUN_ONLY = {"protocol": False}
 
+# --strands: forward reads each sequence as given; both also reads its reverse complement (the other strand of the
+# same DNA) and averages: the two vectors (embed, probe), the two logits (finetune's validation and test, which
+# trains on a random strand per example). A protocol key like any other: a run saved before it existed read forward.
+STRANDS = ("forward", "both")
+
+# Complements of the letters a DNA sequence may hold: A C G T, N, and the IUPAC ambiguity codes (R = A/G pairs
+# with Y = C/T, K = G/T with M = A/C, B = not A with V = not T, D = not C with H = not G; S, W, N are their own).
+_COMPLEMENT = str.maketrans("ACGTNRYKMSWBDHVacgtnrykmswbdhv", "TGCANYRMKSWVHDBtgcanyrmkswvhdb")
+_NO_COMPLEMENT = re.compile(r"[^ACGTNRYKMSWBDHVacgtnrykmswbdhv]")
+
+
+def reverse_complement(seq: str, where: str = "sequence") -> str:
+    """The other strand, 5' to 3'. A letter with no complement (U, '-', a digit ...) is an InputError naming
+    `where` and the position."""
+    bad = _NO_COMPLEMENT.search(seq)
+    if bad:
+        raise InputError(f"{where}: character {bad.group()!r} at position {bad.start() + 1} has no complement "
+                         "(A C G T N and the IUPAC codes R Y K M S W B D H V have); fix the sequence or use "
+                         "--strands forward")
+    return seq.translate(_COMPLEMENT)[::-1]
+
+
+
+
 
 @dataclass(kw_only=True)
-class EvalSettings:
+class EvalSettings(DeviceSettings):
     """The settings every run of an evaluation shares, whatever the model, task and protocol. A benchmark
     sets them once (BenchmarkConfig extends this) and every arm of every task gets them all, by name."""
 
@@ -58,13 +85,15 @@ class EvalSettings:
     max_train_samples: int = field(default=0, metadata={
         "help": "use a seeded, class-stratified subset of N training rows (0 = all); for quick runs"})
     max_length: int = field(default=0, metadata={
-        "help": "tokens per sequence incl. <s> </s> (0 = automatic, at most what the model's positions allow)"})
+        "help": "tokens per sequence incl. <s> </s>: finetune truncates to it, the probe's windows are this wide "
+                "(probe --window) (0 = automatic, at most what the model's positions allow)"})
     hub_revision: str = field(default="main", metadata={
         "help": "revision of the NT hub repository to read (branch, tag or commit sha); results.json records "
                 "the commit actually read and the sha256 of each file (a --data clone is read as it is)"})
-    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu or cuda",
-                                                  "choices": ["auto", "cpu", "cuda"], **RUN_ONLY})
-    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on GPU (CPU always runs fp32)", **RUN_ONLY})
+    strands: str = field(default="forward", metadata={
+        "help": "forward: each sequence as given; both: also its reverse complement, averaged (probe: the two "
+                "embeddings; finetune: each training example on a random strand, the two strands' logits averaged "
+                "at validation and test)", "choices": list(STRANDS)})
     cache_dir: Optional[str] = field(default=None, metadata={
         "help": "download cache: the huggingface_hub cache for NT hub tasks (default $HF_HUB_CACHE, "
                 "~/.cache/huggingface/hub), the datasets cache for URL data", **RUN_ONLY})
@@ -79,6 +108,8 @@ class EvalSettings:
                              "(0 = automatic / all)")
         if not self.hub_revision.strip():
             raise InputError(f"{self.command}: --hub-revision is empty; use main, a branch, a tag or a commit sha")
+        if self.strands not in STRANDS:
+            raise InputError(f"{self.command}: --strands {self.strands!r}: use forward or both")
 
 
 @dataclass(kw_only=True)
@@ -245,6 +276,7 @@ def results_record(cfg: EvalConfig, fmt: str, data: TaskData, counts: dict[str, 
         "label_ids": {str(lab): i for i, lab in enumerate(data.labels)},
         "counts": counts,
         "validation": cfg.validation,
+        "strands": cfg.strands,
         "model": model,
         "device": str(device),
         **extra,

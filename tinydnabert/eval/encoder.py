@@ -12,7 +12,7 @@ finetune (a classification head on top), probe (frozen, mean-pooled) and embed a
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -90,6 +90,18 @@ def autocast_for(device, bf16: bool = True) -> Callable[[], contextlib.AbstractC
     if device.type == "cuda" and bf16:
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+@dataclass(kw_only=True)
+class DeviceSettings:
+    """The device and precision flags of every command that runs an encoder (embed, probe, finetune,
+    score-variants, benchmark): one help text, one policy (autocast_for). Where a run goes, not what it measures:
+    `"protocol": False` lets a finished run be reused across them (eval/common.py's RUN_ONLY)."""
+
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu or cuda",
+                                                  "choices": ["auto", "cpu", "cuda"], "protocol": False})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on GPU (CPU always runs fp32)",
+                                               "protocol": False})
 
 
 @dataclass

@@ -12,6 +12,12 @@ every --eval-every steps; the best-validation-MCC weights are evaluated ONCE on 
 from random weights, so the difference between the two runs is pretraining alone. Seed s is the same
 experiment in both: the same validation carve, the same head initialisation (drawn from s after the
 encoder is built), the same batches and dropout stream; only the encoder's starting weights differ.
+--strands both: reverse-complement augmentation — each training example of each batch is read on a strand drawn
+at random (p = 1/2) from its own generator seeded from s (so the batches are the same as a forward run's), and at
+validation and test each sequence's prediction is the argmax of the mean of its two strands' logits (the mean of
+their log-probabilities up to a per-sequence constant: two strands as two pieces of evidence, Caduceus'
+post-hoc conjoining). Random strands rather than both copies keep an optimizer step the same cost and
+--steps x --batch-size the same number of examples as a forward run.
 
 Output (written atomically: a failed run leaves nothing; the layout and results.json keys: eval/common.py):
 OUT/results.json (+ the derived max length, truncation and bp per token), OUT/config.json (the resolved
@@ -45,6 +51,7 @@ from tinydnabert.eval.common import (
     mcc,
     prediction_file,
     results_record,
+    reverse_complement,
     task_splits,
     write_predictions,
     write_run,
@@ -153,27 +160,42 @@ def collate(ids: list[list[int]], pad_id: int, device):
     return x.to(device), m.to(device)
 
 
-def predict(model, ids: list[list[int]], pad_id: int, batch_size: int, device, amp) -> np.ndarray:
+def logits(model, ids: list[list[int]], pad_id: int, batch_size: int, device, amp) -> np.ndarray:
+    """float32 [n, classes], in input order (length-sorted batches pad less). Leaves the model in eval mode."""
     import torch
 
     model.eval()
-    # Length-sorted batches pad less; predictions are put back in input order.
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    preds = np.empty(len(ids), dtype=np.int64)
+    out = None
     with torch.no_grad(), amp():
         for s in range(0, len(order), batch_size):
             chunk = order[s:s + batch_size]
             x, m = collate([ids[i] for i in chunk], pad_id, device)
-            preds[chunk] = model(input_ids=x, attention_mask=m).logits.argmax(-1).cpu().numpy()
+            z = model(input_ids=x, attention_mask=m).logits.float().cpu().numpy()
+            out = np.empty((len(ids), z.shape[1]), dtype=np.float32) if out is None else out
+            out[chunk] = z
+    return out
+
+
+def predict(model, ids: list[list[int]], pad_id: int, batch_size: int, device, amp,
+            rc_ids: list[list[int]] | None = None) -> np.ndarray:
+    """Class ids in input order; with `rc_ids` (the reverse complements' ids, --strands both) the argmax of the
+    mean of the two strands' logits."""
+    z = logits(model, ids, pad_id, batch_size, device, amp)
+    if rc_ids is not None:
+        z = (z + logits(model, rc_ids, pad_id, batch_size, device, amp)) / 2
     model.train()
-    return preds
+    return z.argmax(-1)
 
 
 
 
 def train_one_seed(cfg: FinetuneConfig, model, pad_id: int, train: tuple[list, np.ndarray],
-                   val: tuple[list, np.ndarray], seed: int, device, amp) -> dict[str, Any]:
-    """The loop: `steps` optimizer steps, validation every `eval_every`, the best state restored."""
+                   val: tuple[list, np.ndarray], seed: int, device, amp, train_rc: list | None = None,
+                   val_rc: list | None = None) -> dict[str, Any]:
+    """The loop: `steps` optimizer steps, validation every `eval_every`, the best state restored. With the
+    reverse complements' ids (`train_rc`, `val_rc`: --strands both) each example's strand is drawn at random
+    per step, and validation averages the two strands' logits."""
     import torch
 
     model.to(device)
@@ -189,6 +211,8 @@ def train_one_seed(cfg: FinetuneConfig, model, pad_id: int, train: tuple[list, n
     train_ids, train_y = train
     val_ids, val_y = val
     gen = torch.Generator().manual_seed(seed)
+    # the strands: a stream of their own, so a forward run and a both-strands run of a seed get the same batches
+    strand_rng = np.random.default_rng([seed, 1])
     y_all = torch.as_tensor(train_y, dtype=torch.long)
 
     def batches():
@@ -206,7 +230,11 @@ def train_one_seed(cfg: FinetuneConfig, model, pad_id: int, train: tuple[list, n
     last_log = 0
     for step in range(1, cfg.steps + 1):
         idx = next(it)
-        x, m = collate([train_ids[i] for i in idx], pad_id, device)
+        if train_rc is None:
+            x, m = collate([train_ids[i] for i in idx], pad_id, device)
+        else:  # reverse-complement augmentation: each example on a random strand
+            flip = strand_rng.random(len(idx)) < 0.5
+            x, m = collate([train_rc[i] if f else train_ids[i] for i, f in zip(idx, flip)], pad_id, device)
         y = y_all[idx].to(device)
         with amp():
             out = model(input_ids=x, attention_mask=m)
@@ -225,7 +253,7 @@ def train_one_seed(cfg: FinetuneConfig, model, pad_id: int, train: tuple[list, n
                    f"lr {sched.get_last_lr()[0]:.1e} | {dt:.0f} ms/step")
             t_log = time.perf_counter()
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            pv = predict(model, val_ids, pad_id, cfg.eval_batch_size, device, amp)
+            pv = predict(model, val_ids, pad_id, cfg.eval_batch_size, device, amp, val_rc)
             v = mcc(val_y, pv)
             history.append({"step": step, "train_loss": round(float(loss.item()), 5), "val_mcc": round(v, 5)})
             print0(f"seed {seed} | step {step:06d} | val mcc {v:.4f}" + (" (best)" if v > best["val_mcc"] else ""))
@@ -243,20 +271,27 @@ def train_one_seed(cfg: FinetuneConfig, model, pad_id: int, train: tuple[list, n
 
 def encode_splits(cfg: FinetuneConfig, spec: EncoderSpec, splits: Splits) -> tuple[dict[str, list], dict]:
     """Token ids of every split at one max length (--max-length, else the longest sequence, capped at the
-    model's), and what was derived: the length, how many sequences it truncates, bp per token."""
+    model's), and what was derived: the length, how many sequences it truncates, bp per token. --strands both:
+    also each split's reverse complements ('train_rc', ...), and the length covers both strands."""
     if cfg.max_length > spec.max_tokens:
         raise InputError(f"finetune: --max-length {cfg.max_length} exceeds what the model's position "
                          f"table allows ({spec.max_tokens}); use <= {spec.max_tokens}")
     tok = spec.tokenizer
-    everything = splits.train[0] + splits.val[0] + splits.test[0]
-    lengths = [len(r) for r in tok(everything, add_special_tokens=True)["input_ids"]]
+    parts = {"train": splits.train[0], "val": splits.val[0], "test": splits.test[0]}
+    if cfg.strands == "both":
+        parts.update({f"{name}_rc": [reverse_complement(s, f"{name} sequence {i + 1}") for i, s in enumerate(seqs)]
+                      for name, seqs in list(parts.items())})
+    everything = [s for seqs in parts.values() for s in seqs]
+    lengths = [len(r) for r in tok(everything, add_special_tokens=True, verbose=False)["input_ids"]]
     max_len = cfg.max_length or min(max(lengths), spec.max_tokens)
-    enc = {name: tokenize(tok, part[0], max_len) for name, part in
-           (("train", splits.train), ("val", splits.val), ("test", splits.test))}
+    enc = {name: tokenize(tok, seqs, max_len) for name, seqs in parts.items()}
+    n = len(splits.train[0]) + len(splits.val[0]) + len(splits.test[0])
+    over = np.array(lengths) > max_len
+    over = over[:n] | over[n:] if cfg.strands == "both" else over  # a sequence truncated on either strand
     n_train = len(splits.train[0])
     derived = {"max_length": max_len, "model_max_tokens": spec.max_tokens,
-               "truncated_sequences": int(sum(n > max_len for n in lengths)),
-               "median_tokens": float(np.median(lengths)),
+               "truncated_sequences": int(over.sum()),
+               "median_tokens": float(np.median(lengths[:n])),
                "bp_per_token": round(float(np.mean([len(x) for x in splits.train[0]]) /
                                            max(1e-9, np.mean(lengths[:n_train]) - 2)), 3)}
     return enc, derived
@@ -271,9 +306,9 @@ def run_seed(cfg: FinetuneConfig, spec: EncoderSpec, enc: dict[str, list], split
     model = build_classifier(spec, seed)
     torch.manual_seed(seed)  # dropout: the same stream in both arms of a seed
     r = train_one_seed(cfg, model, spec.pad_id, (enc["train"], splits.train[1]), (enc["val"], splits.val[1]),
-                       seed, device, amp)
+                       seed, device, amp, enc.get("train_rc"), enc.get("val_rc"))
     test_y = splits.test[1]
-    pred = predict(model, enc["test"], spec.pad_id, cfg.eval_batch_size, device, amp)
+    pred = predict(model, enc["test"], spec.pad_id, cfg.eval_batch_size, device, amp, enc.get("test_rc"))
     test_mcc, acc = mcc(test_y, pred), float((pred == test_y).mean())
     write_predictions(run_dir / prediction_file(seed), test_y, pred, labels)
     print0(f"seed {seed} | best step {r['best_step']} | val mcc {r['val_mcc']:.4f} | "
@@ -302,7 +337,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         n = splits.counts()
         print0(f"finetune {task.name} ({spec.info['kind']}): train {n['train']} | val {n['val']} | "
                f"test {n['test']} | labels {data.labels} | max_length {derived['max_length']} tokens "
-               f"({derived['truncated_sequences']} truncated) | {device}")
+               f"({derived['truncated_sequences']} truncated) | strands {cfg.strands} | {device}")
         runs = [run_seed(cfg, spec, enc, splits, cfg.seed + i, device, amp, data.labels, tmp)
                 for i in range(cfg.seeds)]
         per_seed, n_params = [entry for entry, _ in runs], runs[-1][1]

@@ -2,6 +2,7 @@
 
     tinydnabert probe --model RUN/export --task gue/prom_core_all --out probe/prom_core_all --seeds 3
     tinydnabert probe --model scratch --scratch-from RUN/export --task gue/prom_core_all --out probe/scratch
+    tinydnabert probe --model RUN/export --task gue/H3 --out probe/H3-both --strands both --window 128
 
 The standard cheap evaluation of DNA language models (BEND; the NT paper's probing): no weight of the
 encoder changes, so what the probe measures is what pretraining put into the representation. Per seed:
@@ -9,9 +10,12 @@ the same train / validation carve as fine-tuning (`common.task_splits`), feature
 the train rows, an L2 logistic regression for each C of --c-grid, the C with the best validation MCC
 evaluated once on test. "scratch" is a randomly initialised encoder of the same architecture (seeded:
 a different random encoder per seed), the baseline a pretrained encoder must beat.
+The features are eval/embed.py's: a sequence longer than --window (--max-length, the same setting; default the
+model's limit) is pooled over overlapping windows (--stride, --long truncate for its first window only), and
+--strands both takes the mean of the sequence's and its reverse complement's embeddings as the feature.
 
-Output (atomic; the layout and results.json keys: eval/common.py): OUT/results.json (+ pooling, layer and
-per seed the C chosen), OUT/config.json, OUT/predictions/seed<S>.csv.
+Output (atomic; the layout and results.json keys: eval/common.py): OUT/results.json (+ pooling, layer, long,
+window, stride, sequences_over_window and per seed the C chosen), OUT/config.json, OUT/predictions/seed<S>.csv.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ from tinydnabert.eval.common import (
     write_predictions,
     write_run,
 )
-from tinydnabert.eval.embed import embed_sequences
-from tinydnabert.eval.encoder import EncoderSpec, build_encoder, encoder_spec, model_source
+from tinydnabert.eval.embed import LONG, embed
+from tinydnabert.eval.encoder import EncoderSpec, build_encoder, encoder_spec, model_source, token_limit
 from tinydnabert.io import atomic_output_dir
 
 RESULTS_FORMAT = "tinydnabert-probe/1"
@@ -50,22 +54,27 @@ RESULTS_FORMAT = "tinydnabert-probe/1"
 
 @dataclass(kw_only=True)
 class ProbeConfig(EvalConfig):
-    """One probe run: the shared evaluation settings and run (EvalConfig) + pooling and the C grid.
-    --max-length 0: the model's limit."""
+    """One probe run: the shared evaluation settings and run (EvalConfig) + pooling, windows and the C grid.
+    --max-length (alias --window): tokens per window incl. <s> </s>, 0 = the model's limit."""
 
     command = "probe"
 
     seeds: int = field(default=3, metadata={"help": "number of seeds (seed, seed+1, ...); reports mean ± sd"})
     pooling: str = field(default="mean", metadata={"help": "mean or cls", "choices": ["mean", "cls"]})
     layer: int = field(default=-1, metadata={"help": "hidden state to probe (-1 = last layer)"})
-    batch_size: int = field(default=128, metadata={"help": "sequences per embedding forward pass", **RUN_ONLY})
+    long: str = field(default="windows", metadata={
+        "help": "a sequence over --window (--max-length) tokens: windows = pooled over overlapping windows; "
+                "truncate = its first window only", "choices": list(LONG)})
+    stride: int = field(default=0, metadata={
+        "help": "sequence tokens between the starts of consecutive windows (0 = half a window)"})
+    batch_size: int = field(default=128, metadata={"help": "windows per embedding forward pass", **RUN_ONLY})
     c_grid: str = field(default="0.001,0.01,0.1,1,10", metadata={
         "help": "inverse L2 strengths tried; the best on validation MCC is kept"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.batch_size < 1:
-            raise InputError("probe: --batch-size must be >= 1")
+        if self.batch_size < 1 or self.stride < 0:
+            raise InputError("probe: --batch-size must be >= 1 and --stride >= 0 (0 = half a window)")
         try:
             grid = [float(c) for c in self.c_grid.split(",") if c.strip()]
         except ValueError:
@@ -103,6 +112,7 @@ class Features:
         self.cfg, self.spec, self.device = cfg, spec, device
         self.model = build_encoder(spec, cfg.seed, device) if spec.pretrained else None
         self.cache: dict[str, np.ndarray] = {}
+        self.tokens: dict[str, int] = {}  # tokens of each distinct sequence incl. <s> </s> (forward strand)
 
     def of(self, split: Splits, seed: int) -> dict[str, np.ndarray]:
         """{'train'|'val'|'test': float32 [n, hidden]} for this seed's splits."""
@@ -111,11 +121,18 @@ class Features:
             self.model, self.cache = build_encoder(self.spec, seed, self.device), {}
         seqs = [s for s in dict.fromkeys(split.train[0] + split.val[0] + split.test[0]) if s not in self.cache]
         if seqs:
-            vecs, _ = embed_sequences(self.model, self.spec.tokenizer, seqs, cfg.pooling, cfg.layer, cfg.batch_size,
-                                      cfg.max_length, bf16=cfg.bf16)
-            self.cache.update(zip(seqs, vecs))
+            e = embed(self.model, self.spec.tokenizer, seqs, cfg.pooling, cfg.layer, cfg.batch_size, cfg.max_length,
+                      cfg.stride, cfg.long, cfg.strands, bf16=cfg.bf16)
+            self.cache.update(zip(seqs, e.vectors))
+            self.tokens.update(zip(seqs, e.tokens.tolist()))
         return {name: np.stack([self.cache[s] for s in part[0]]) for name, part in
                 (("train", split.train), ("val", split.val), ("test", split.test))}
+
+    def windows(self) -> dict[str, Any]:
+        """results.json's account of long sequences: the window, the stride, how many sequences exceeded it."""
+        limit = token_limit(self.spec.config, self.cfg.max_length)
+        return {"long": self.cfg.long, "window": limit, "stride": self.cfg.stride or max(1, (limit - 2) // 2),
+                "sequences_over_window": sum(n > limit for n in self.tokens.values())}
 
 
 def probe_seed(cfg: ProbeConfig, data, features: Features, seed: int, run_dir: Path) -> tuple[dict[str, Any], Splits]:
@@ -152,7 +169,7 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
         runs = [probe_seed(cfg, data, features, cfg.seed + i, tmp) for i in range(cfg.seeds)]
         per_seed, split = [entry for entry, _ in runs], runs[-1][1]
         results = results_record(cfg, RESULTS_FORMAT, data, split.counts(), spec.info, device, per_seed,
-                                 pooling=cfg.pooling, layer=cfg.layer)
+                                 pooling=cfg.pooling, layer=cfg.layer, **features.windows())
         write_run(tmp, cfg, results, labels=list(data.labels))
     print0(f"{task.name} probe: test mcc {results['test_mcc_mean']:.4f} ± {results['test_mcc_sd']:.4f} over "
            f"{cfg.seeds} seed(s) -> {out / RESULTS}")
@@ -161,6 +178,9 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_args(parser, ProbeConfig)
+    # the probe's window is the shared --max-length (what a benchmark hands every arm): one setting, two names
+    parser.add_argument("--window", dest="max_length", type=int, default=argparse.SUPPRESS,
+                        help="tokens per window incl. <s> </s>: the same setting as --max-length")
 
 
 def main(args: argparse.Namespace) -> int:
