@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("tinydnabert.eval.finetune", "fine-tune a pretrained (or scratch) model on an NT task, report MCC"),
     "probe": ("tinydnabert.eval.probe", "linear probe of a frozen encoder (logistic regression on embeddings): MCC"),
     "embed": ("tinydnabert.eval.embed", "embeddings of the sequences of a FASTA/CSV/TSV file from a trained encoder"),
+    "score-variants": ("tinydnabert.eval.variants", "zero-shot MLM scores of a VCF's variants (no labels needed)"),
     "benchmark": ("tinydnabert.eval.benchmark", "pretrained vs scratch vs SOTA on many tasks: MCC table, JSON, chart"),
     "quickstart": ("tinydnabert.app.quickstart", "the whole pipeline in one command (`make demo`)"),
     "plot": ("tinydnabert.app.plots", "draw loss / learning rate / throughput from a run's TensorBoard logs"),
