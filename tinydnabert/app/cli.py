@@ -23,13 +23,14 @@ from tinydnabert.errors import InputError, disk_full_error, disk_full_reason
 # name -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("tinydnabert.prep.download", "fetch a reference genome (GRCh38.p14, hg38 chromosomes)"),
-    "preprocess": ("tinydnabert.prep.preprocess", "FASTA -> BPE tokenizer + WebDataset shards + manifest"),
+    "preprocess": ("tinydnabert.app.preprocess_cmd", "FASTA -> BPE tokenizer + WebDataset shards + manifest"),
     "export": ("tinydnabert.pretrain.export", "turn a pretraining checkpoint into a plain Hugging Face directory"),
     "verify": ("tinydnabert.app.verify", "check shards against the manifest (and genome), checkpoints against markers"),
     "finetune": ("tinydnabert.eval.finetune", "fine-tune a pretrained (or scratch) model on an NT task, report MCC"),
     "probe": ("tinydnabert.eval.probe", "linear probe of a frozen encoder (logistic regression on embeddings): MCC"),
     "embed": ("tinydnabert.eval.embed", "embeddings of the sequences of a FASTA/CSV/TSV file from a trained encoder"),
     "score-variants": ("tinydnabert.eval.variants", "zero-shot MLM scores of a VCF's variants (no labels needed)"),
+    "overlap": ("tinydnabert.eval.overlap", "which benchmark rows the pretraining shards already hold (shared k-mers)"),
     "benchmark": ("tinydnabert.eval.benchmark", "pretrained vs scratch vs SOTA on many tasks: MCC table, JSON, chart"),
     "quickstart": ("tinydnabert.app.quickstart", "the whole pipeline in one command (`make demo`)"),
     "plot": ("tinydnabert.app.plots", "draw loss / learning rate / throughput from a run's TensorBoard logs"),

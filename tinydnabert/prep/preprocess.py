@@ -10,6 +10,9 @@ Two streaming passes over the FASTA, one record in memory at a time:
      name and seed, so no segment list is stored), group them into shards and hand each shard to a
      worker process that tokenizes it and writes its tar. Results are merged in shard order, so
      the output is byte-identical whatever --workers is.
+--exclude-from (prep/exclude.py) drops whole segments in pass 1 (those overlapping a region, or holding a k-mer
+of a task's sequences; the indices of the dropped kept per record for pass 2): every other segment is exactly
+what it would be without it.
 Everything is built in a temporary directory beside --out and renamed into place on success.
 """
 
@@ -25,7 +28,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -44,6 +47,7 @@ from tinydnabert.formats import (
     tokenizer_fingerprint,
 )
 from tinydnabert.io import atomic_output_dir, atomic_write_json, sha256_file
+from tinydnabert.prep.exclude import Exclusions, TaskSequences, fai_records
 from tinydnabert.prep.fasta import RECORD_PRESETS, RecordSelector, acgt_runs, count_acgt, iter_records
 from tinydnabert.prep.segment import Segments, segment_record, segment_text
 from tinydnabert.prep.shards import ShardSample, split_summary, write_shard
@@ -64,6 +68,12 @@ class PreprocessConfig:
         "help": "keep only records whose whole name matches one of these regular expressions"})
     exclude: list[str] = field(default_factory=list, metadata={
         "help": "drop records whose whole name matches one of these regular expressions"})
+    exclude_from: list[str] = field(default_factory=list, metadata={"repeat": True, "help": (
+        "leave out every segment that overlaps a region of, or shares an exact --exclude-k k-mer (either strand) "
+        "with a sequence of, this file (repeat the flag): BED regions, an NT revised TSV (its chr:start-end names "
+        "as regions), a task's CSV/TSV (sequence column) or FASTA, or a directory of them; kmers:FILE / "
+        "regions:FILE force how a CSV/TSV is read. Whole segments are dropped (docs/preprocess.md, \"Excluding\")")})
+    exclude_k: int = field(default=32, metadata={"help": "k of the --exclude-from sequence match (<= 32)"})
     keep_case: bool = field(default=False, metadata={
         "help": "keep soft-masked (lower-case) bases lower case, so the tokenizer learns separate tokens for "
                 "repeats; by default everything is upper-cased"})
@@ -101,6 +111,7 @@ class PreprocessConfig:
             self.fasta = [str(self.fasta)]
         self.fasta = [str(p) for p in self.fasta]
         self.include, self.exclude, self.val_records = list(self.include), list(self.exclude), list(self.val_records)
+        self.exclude_from = [str(p) for p in self.exclude_from or ()]
         if not self.fasta:
             raise InputError("no input: pass one or more FASTA files with --fasta")
         if not self.out:
@@ -132,6 +143,8 @@ class PreprocessConfig:
             raise InputError("--samples-per-shard and --min-shards must be >= 1")
         if self.workers < 0:
             raise InputError(f"--workers {self.workers}: must be >= 0 (0 = all cores)")
+        if not 1 <= self.exclude_k <= 32:
+            raise InputError(f"--exclude-k {self.exclude_k}: must be in [1, 32] (a k-mer is one 64-bit integer)")
         if self.model_max_length < 8:
             raise InputError(f"--model-max-length {self.model_max_length}: must be >= 8")
 
@@ -153,12 +166,26 @@ class Scan:
     bases: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     sample: list[tuple[float, int, int, str]] = field(default_factory=list)  # max-heap on key
     sample_bases: int = 0
+    excluded_segments: int = 0       # --exclude-from: segments left out, and their bases
+    excluded_segment_bases: int = 0
+    drops: dict[str, np.ndarray] = field(default_factory=dict)  # record -> indices of its segments left out
 
 
 def _segments(cfg: PreprocessConfig, name: str, seq: bytes, val_names: set[str]) -> Segments:
     return segment_record(name, acgt_runs(seq, cfg.keep_case), seed=cfg.seed, min_len=cfg.min_len,
                           max_len=cfg.max_len, reverse_complement=cfg.reverse_complement,
                           val_fraction=cfg.val_fraction, val_record=name in val_names)
+
+
+def _without(segs: Segments, drop: np.ndarray | None) -> Segments:
+    """The segments minus those at `drop` (indices): every draw (strand, split, sample key) stays the kept
+    segment's own, so what is kept is exactly what a run without --exclude-from makes of it."""
+    if drop is None or not len(drop):
+        return segs
+    keep = np.ones(len(segs), dtype=bool)
+    keep[drop] = False
+    return Segments(segs.record, segs.starts[keep], segs.ends[keep], segs.reverse[keep], segs.val[keep],
+                    segs.tok_key[keep], segs.dropped_bases, segs.dropped_pieces)
 
 
 def _bar(cfg: PreprocessConfig, desc: str, total: int | None):
@@ -168,14 +195,19 @@ def _bar(cfg: PreprocessConfig, desc: str, total: int | None):
                 dynamic_ncols=True, mininterval=0.5)
 
 
-def scan(cfg: PreprocessConfig, selector: RecordSelector) -> Scan:
-    """Pass 1: counts per split, the tokenizer sample, dropped-base accounting."""
+def scan(cfg: PreprocessConfig, selector: RecordSelector, exclusions: Exclusions | None = None) -> Scan:
+    """Pass 1: counts per split, the tokenizer sample, dropped-base accounting, the segments --exclude-from
+    leaves out (found once here, their indices kept for pass 2: the k-mer match is the costly part)."""
     sc = Scan()
     val_names = set(cfg.val_records)
     heap = sc.sample  # entries (-key, record_index, start, text): bottom-k by key, bounded by bases
+    lengths: dict[str, int] = {}
     with _bar(cfg, "scan", None) as bar:
         for rec_index, rec in enumerate(iter_records(cfg.fasta, cfg.keep_case)):
             sc.input_length += len(rec.seq)
+            lengths[rec.name] = len(rec.seq)
+            if exclusions:
+                exclusions.check_record(rec.name, len(rec.seq), rec.path)
             if not selector.keep(rec.name):
                 n = count_acgt(rec.seq)
                 sc.input_acgt_bases += n
@@ -188,15 +220,24 @@ def scan(cfg: PreprocessConfig, selector: RecordSelector) -> Scan:
             sc.input_acgt_bases += seg_bases + segs.dropped_bases
             sc.short_leftover_bases += segs.dropped_bases
             sc.short_leftover_pieces += segs.dropped_pieces
-            lengths = segs.ends - segs.starts
+            entry = {"name": rec.name, "file": rec.path, "length": len(rec.seq),
+                     "acgt_bases": seg_bases + segs.dropped_bases}
+            if exclusions:
+                drop = np.flatnonzero(exclusions.drop(rec.name, rec.seq, segs.starts, segs.ends))
+                gone = int((segs.ends[drop] - segs.starts[drop]).sum())
+                sc.drops[rec.name] = drop
+                sc.excluded_segments += len(drop)
+                sc.excluded_segment_bases += gone
+                segs = _without(segs, drop)
+            seg_len = segs.ends - segs.starts
             for split, mask in (("train", ~segs.val), ("val", segs.val)):
                 sc.counts[split] += int(mask.sum())
-                sc.bases[split] += int(lengths[mask].sum())
-            sc.records.append({"name": rec.name, "file": rec.path, "length": len(rec.seq),
-                               "acgt_bases": seg_bases + segs.dropped_bases, "segments": len(segs),
-                               "dropped_bases": segs.dropped_bases,
-                               "split": "val" if rec.name in val_names
-                               else ("train+val" if cfg.val_fraction else "train")})
+                sc.bases[split] += int(seg_len[mask].sum())
+            entry.update({"segments": len(segs), "dropped_bases": segs.dropped_bases,
+                          "split": "val" if rec.name in val_names else ("train+val" if cfg.val_fraction else "train")})
+            if exclusions:
+                entry.update({"excluded_segments": len(drop), "excluded_bases": gone})
+            sc.records.append(entry)
             chosen = np.flatnonzero(~segs.val & (segs.tok_key < cfg.tokenizer_sample))
             for i in chosen.tolist():
                 key = float(segs.tok_key[i])
@@ -209,6 +250,8 @@ def scan(cfg: PreprocessConfig, selector: RecordSelector) -> Scan:
                     sc.sample_bases -= len(heapq.heappop(heap)[3])
             bar.update(len(rec.seq))
             del rec, segs
+    if exclusions:
+        exclusions.check_contigs(lengths)
     missing = sorted(set(cfg.val_records) - {r["name"] for r in sc.records})
     if missing:
         raise InputError(f"--val-records {' '.join(missing)}: no such record among the selected records of "
@@ -316,7 +359,7 @@ def write_shards(cfg: PreprocessConfig, selector: RecordSelector, sc: Scan, out:
         for rec in iter_records(cfg.fasta, cfg.keep_case):
             if not selector.keep(rec.name):
                 continue
-            segs = _segments(cfg, rec.name, rec.seq, val_names)
+            segs = _without(_segments(cfg, rec.name, rec.seq, val_names), sc.drops.get(rec.name))
             starts, ends, rev, val = segs.starts.tolist(), segs.ends.tolist(), segs.reverse.tolist(), segs.val.tolist()
             for start, end, r, v in zip(starts, ends, rev, val):
                 split = "val" if v else "train"
@@ -352,16 +395,40 @@ def resolve(cfg: PreprocessConfig) -> PreprocessConfig:
     """The config as run: worker count resolved, input paths absolute."""
     workers = cfg.workers or os.cpu_count() or 1
     return dataclasses.replace(cfg, workers=workers, fasta=[str(Path(p).resolve()) for p in cfg.fasta],
-                               tokenizer=str(Path(cfg.tokenizer).resolve()) if cfg.tokenizer else "")
+                               tokenizer=str(Path(cfg.tokenizer).resolve()) if cfg.tokenizer else "",
+                               exclude_from=[_absolute(p) for p in cfg.exclude_from])
 
 
-def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
-    """Run the stage; returns the manifest (also written to OUT/manifest.json)."""
+def _absolute(spec: str) -> str:
+    """An --exclude-from path made absolute (a kmers:/regions: prefix kept; a task name, not a path, as it is)."""
+    prefix = next((p for p in ("kmers:", "regions:") if spec.startswith(p) and not Path(spec).exists()), "")
+    path = Path(spec[len(prefix):])
+    return prefix + str(path.resolve()) if path.exists() else spec
+
+
+def load_exclusions(cfg: PreprocessConfig, tasks: Mapping[str, TaskSequences] | None = None) -> Exclusions | None:
+    """The --exclude-from sources, read and checked before anything is written: against the FASTAs' .fai
+    indexes when they all have one (a BED contig the genome lacks fails in seconds, not after the scan)."""
+    if not cfg.exclude_from:
+        return None
+    ex = Exclusions(cfg.exclude_from, cfg.exclude_k, tasks)
+    fai = fai_records(cfg.fasta)
+    if fai is not None:
+        for name, (length, path) in fai.items():
+            ex.check_record(name, length, path)
+        ex.check_contigs({n: length for n, (length, _) in fai.items()})
+    return ex
+
+
+def run_preprocess(cfg: PreprocessConfig, tasks: Mapping[str, TaskSequences] | None = None) -> dict[str, Any]:
+    """Run the stage; returns the manifest (also written to OUT/manifest.json). `tasks`: --exclude-from entries
+    that name a task, resolved above prep (the app layer) into their sequences."""
     cfg = resolve(cfg)
     selector = RecordSelector(cfg.records, cfg.include, cfg.exclude)
+    exclusions = load_exclusions(cfg, tasks)
     t0 = time.perf_counter()
     with atomic_output_dir(cfg.out, cfg.overwrite) as tmp:
-        sc = scan(cfg, selector)
+        sc = scan(cfg, selector, exclusions)
         t_scan = time.perf_counter()
 
         # Sample in genome order (record, start) so training sees the same input order every run.
@@ -405,13 +472,18 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
                 "short_leftover_bases": sc.short_leftover_bases,
                 "short_leftover_pieces": sc.short_leftover_pieces,
                 "excluded_record_bases": sc.excluded_record_bases,
+                "excluded_segment_bases": sc.excluded_segment_bases,
+                "excluded_segments": sc.excluded_segments,
             },
             "records": sc.records,
             "excluded_records": sc.excluded_records,
             "splits": splits,
         }
+        if exclusions:
+            manifest["exclusions"] = exclusions.summary(sc.excluded_segments, sc.excluded_segment_bases)
         kept = splits["train"]["bases"] + splits["val"]["bases"]
-        assert kept + sc.short_leftover_bases + sc.excluded_record_bases == sc.input_acgt_bases
+        assert (kept + sc.short_leftover_bases + sc.excluded_record_bases + sc.excluded_segment_bases
+                == sc.input_acgt_bases)
         atomic_write_json(tmp / "config.json", config_to_dict(cfg))
         atomic_write_json(tmp / MANIFEST, manifest)
     print0(f"preprocess: scan {t_scan - t0:.1f} s, tokenizer {t_tok - t_scan:.1f} s, "
@@ -423,9 +495,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataclass_args(parser, PreprocessConfig)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, tasks: Mapping[str, TaskSequences] | None = None) -> int:
     cfg = dataclass_from_args(PreprocessConfig, args)
-    m = run_preprocess(cfg)
+    m = run_preprocess(cfg, tasks)
     for split in SPLITS:
         s = m["splits"][split]
         print0(f"{split:5s}: {s['samples']:,} samples, {s['bases']:,} bp, {s['tokens']:,} tokens "
@@ -433,5 +505,10 @@ def main(args: argparse.Namespace) -> int:
     d = m["dropped"]
     print0(f"input: {m['input_acgt_bases']:,} A/C/G/T bp; dropped {d['short_leftover_bases']:,} bp in short "
            f"leftovers, {d['excluded_record_bases']:,} bp in {len(m['excluded_records'])} excluded records")
+    for src in m.get("exclusions", {}).get("sources", []):
+        n_absent = src.get("rows_on_absent_contigs")
+        absent = f", {n_absent:,} rows on contigs not in the FASTA" if n_absent is not None else ""
+        print0(f"excluded ({src['kind']}) {src['path']}: {src['excluded_segments']:,} segments, "
+               f"{src['excluded_bases']:,} bp{absent}")
     print0(f"wrote {cfg.out} (tokenizer sha256 {m['tokenizer']['sha256'][:12]}, vocab {m['tokenizer']['vocab_size']})")
     return 0
