@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pretrain_scaling as scaling  # the script beside this one (python puts its directory on sys.path)
 
+from tinydnabert.eval.common import run_scores
 from tinydnabert.eval.stats import fmt_interval, paired_interval
 from tinydnabert.io import atomic_write_json, atomic_write_text
 
@@ -144,11 +145,14 @@ def main() -> int:
             names = {"ours": f"step{a.steps:06d}", "hf": f"hf-step{a.steps:06d}", **{k: k for k in extra}}
             res = {k: scaling.evaluate(ev, str(m), m, task, protocol, base / names[k]) for k, m in models.items()}
             seeds = {k: [r["test_mcc"] for r in v["seeds"]] for k, v in res.items()}
+            by_id = {k: run_scores(v) for k, v in res.items()}  # paired with scratch by seed id
             s_seeds = [r["test_mcc"] for r in scratch["seeds"]]
             rows.append({"task": task, "protocol": protocol, "scratch_mcc": scratch["test_mcc_mean"],
                          **{f"{k}_mcc": v["test_mcc_mean"] for k, v in res.items()},
-                         **{f"{k}_vs_scratch": paired_interval(seeds[k], s_seeds) for k in models},
-                         **{f"{k}_vs_hf": paired_interval(seeds[k], seeds["hf"]) for k in models if k != "hf"},
+                         **{f"{k}_vs_scratch": paired_interval(by_id[k], run_scores(scratch), names=(k, "scratch"))
+                            for k in models},
+                         **{f"{k}_vs_hf": paired_interval(by_id[k], by_id["hf"], names=(k, "hf"))
+                            for k in models if k != "hf"},
                          "seeds": seeds, "scratch_seeds": s_seeds})
     tokens = a.steps * setup["batch"] * setup["seq_len"]
     lines = [f"Quality per token at {tokens / 1e6:.1f}M tokens ({a.steps} steps x {setup['batch']} x "

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tinydnabert.eval.common import run_scores
 from tinydnabert.eval.stats import fmt_interval, paired_interval
 from tinydnabert.io import atomic_write_json, atomic_write_text, data_dir
 from tinydnabert.pretrain import ds_config
@@ -203,7 +204,9 @@ def main() -> int:
                 rows.append({"task": task, "protocol": protocol, "steps": b, "tokens": b * tokens_per_step,
                              "scratch_mcc": scratch["test_mcc_mean"], "pretrained_mcc": pre["test_mcc_mean"],
                              "scratch_seeds": s_seeds, "pretrained_seeds": p_seeds,
-                             "paired": paired_interval(p_seeds, s_seeds), "test_rows": pre["counts"]["test"],
+                             "paired": paired_interval(run_scores(pre), run_scores(scratch),
+                                                       names=("pretrained", "scratch")),
+                             "test_rows": pre["counts"]["test"],
                              "val_mlm_loss": val_loss.get(b)})
     lines = [f"Pretraining budget curve: {a.layers} layers x {a.hidden} hidden, seq {a.seq_len}, batch {a.batch}, "
              f"LR {a.lr:g} held after {a.warmup} warmup steps; {a.seeds} seeds; gain = pretrained - scratch "

@@ -23,6 +23,10 @@ the same settings again to resume). Prints a table and writes --json (default be
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -101,7 +105,7 @@ def compare(task: str, protocol: str, res: dict[str, dict]) -> dict:
         raise SystemExit(f"error: {task} {protocol}: the arms ran different seeds ({sorted(by_seed['both'])} vs "
                          f"{seeds}); delete one run directory under --work and rerun")
     mcc = {k: [by_seed[k][s] for s in seeds] for k in STRANDS}
-    diff = paired_interval(mcc["both"], mcc["forward"])
+    diff = paired_interval(by_seed["both"], by_seed["forward"], names=("both", "forward"))
     return {"task": task, "protocol": protocol, "seeds": seeds, "test_mcc": mcc,
             "mean": {k: res[k]["test_mcc_mean"] for k in STRANDS}, "sd": {k: res[k]["test_mcc_sd"] for k in STRANDS},
             "both_minus_forward": {**diff, "verdict": verdict(diff)},
@@ -140,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                           "warmup_steps": cfg.warmup_steps, "eval_every": cfg.eval_every},
              "device": rows[0]["device"], "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1),
              "work": a.work}
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    setup.update(commit=commit, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 machine=platform.platform(), cpus=os.cpu_count())
     atomic_write_json(Path(a.json), {"setup": setup, "rows": rows, "table_md": md})
     print(f"\n--strands both vs forward, test MCC, paired by seed ({a.seeds} seeds; fine-tuning {cfg.steps} steps x "
           f"{cfg.batch_size}, {a.max_train_samples or 'all'} training rows)\n\n{md}\n\nwrote {a.json}", flush=True)

@@ -62,8 +62,9 @@ def test_benchmark_table_json_csv_png_and_resume(bench, export: Path, tmp_path: 
     assert rows["gue/prom_300_tata"]["sota_mcc"] == 0.94
     assert rows["gue/prom_300_tata"]["pct_of_sota"] == pytest.approx(100 * rows["gue/prom_300_tata"]["ours_mcc"] / 0.94)
     assert res["summary"]["finetune"]["tasks_done"] == 2 and res["summary"]["finetune"]["tasks_skipped"] == 2
-    for r in (rows["gue/prom_300_tata"], rows["ienhancer/enhancers_types"]):  # paired by seed, as stats says
-        assert r["paired"] == paired_interval(r["ours_seeds"], r["scratch_seeds"])
+    for r in (rows["gue/prom_300_tata"], rows["ienhancer/enhancers_types"]):  # paired by seed id, as stats says
+        assert r["ours_runs"].keys() == r["scratch_runs"].keys() == {"seed 0", "seed 1"} and r["pairs_by"] == "seed"
+        assert r["paired"] == paired_interval(r["ours_runs"], r["scratch_runs"])
         assert r["verdict"] in res["summary"]["finetune"]["verdicts"] and r["protocol"] == "finetune"
     md = (out / "nt_benchmark.md").read_text()
     assert "| Task | Protocol | Scratch | Ours | gain [95% CI] | verdict | SOTA | % of SOTA | SOTA is |" in md
@@ -145,3 +146,26 @@ def test_gue_suite_from_a_root_in_gues_layout(bench, export: Path, tmp_path: Pat
     rows = {r["task"]: r for r in json.loads((out / "nt_benchmark.json").read_text())["tasks"]}
     assert rows["gue/prom_core_all"]["status"] == "done" and rows["gue/prom_core_all"]["counts"]["test"] == 300
     assert rows["gue/tf_0"]["status"] == "skipped" and str(root / "tf" / "0") in rows["gue/tf_0"]["reason"]
+
+
+@pytest.mark.timeout(150)
+def test_pretraining_shards_add_what_the_pretraining_saw(bench, export: Path, hg38_shards: Path, tmp_path: Path):
+    """--pretraining-shards: each row carries its test split's overlap with the shards (the overlap command's own
+    figures, written beside the table as overlap.json), and the table shows it in a column with its sentence."""
+    out = tmp_path / "seen"
+    argv = ["--model", str(export), "--tasks", "gue/prom_300_tata", "--out", str(out), "--protocol", "probe",
+            "--max-train-samples", "200", "--seeds", "2", "--probe-c-grid", "1",
+            "--pretraining-shards", str(hg38_shards)]
+    assert bench.main(argv) == 0
+    ov = json.loads((out / "overlap.json").read_text())
+    test = ov["tasks"]["gue/prom_300_tata"]["splits"]["test"]
+    assert ov["shards"] == str(hg38_shards.resolve()) and ov["k"] == 32 and test["rows"] == 613
+    assert test["sharing_kmer"] == len(test["sharing_rows"]) > 0  # promoters of hg38 chr2 1-2.3 Mbp are in it
+    (row,) = json.loads((out / "nt_benchmark.json").read_text())["tasks"]
+    assert row["seen_kmer_pct"] == pytest.approx(100 * test["sharing_kmer"] / 613, abs=1e-3)
+    assert row["seen_whole_pct"] == pytest.approx(100 * test["contained"] / 613, abs=1e-3)
+    md = (out / "nt_benchmark.md").read_text()
+    assert md.splitlines()[2].endswith("| seen in pretraining |")
+    (line,) = [x for x in md.splitlines() if x.startswith("| gue/prom_300_tata | probe |")]
+    assert line.endswith(f" {row['seen_kmer_pct']:.1f}% ({row['seen_whole_pct']:.1f}% whole) |")
+    assert any(x.startswith("Seen in pretraining:") for x in md.splitlines())

@@ -159,3 +159,56 @@ def test_predictions_round_trip(tmp_path: Path):
     y, pred = np.array([0, 1, 1]), np.array([0, 0, 1])
     write_predictions(tmp_path / "p" / "seed0.csv", y, pred, ["neg", "pos"])
     assert read_predictions(tmp_path / "p" / "seed0.csv") == (["neg", "pos", "pos"], ["neg", "neg", "pos"])
+
+
+@pytest.mark.parametrize("kind", benchmark.KINDS)
+def test_nt_cv_arm_is_finetune_with_folds_and_its_own_run_directory(tmp_path: Path, kind: str):
+    b = _bench(tmp_path, tasks="gue/prom_300_tata", protocol="nt-cv", folds=4, **FINETUNE)
+    task = get_task("gue/prom_300_tata")
+    cfg = benchmark.arm_config(b, task, kind, "nt-cv")
+    assert type(cfg) is FinetuneConfig and (cfg.cv, cfg.seeds, cfg.protocol_name) == (4, 1, "nt-cv")
+    assert {k: getattr(cfg, k) for k in FINETUNE} == FINETUNE
+    assert Path(cfg.out).name == f"nt-cv-{kind}" and b.protocols == ["nt-cv"] and b.repeats == "4 folds"
+    assert benchmark.arm_config(b, task, kind, "finetune").cv == 0          # the other protocols never cut folds
+    assert "cv" in protocol_keys(FinetuneConfig)   # a finished run is reused only with the same number of folds
+    assert _bench(tmp_path).folds == 10                                       # the NT paper's 10 by default
+
+
+def test_cv_settings_are_checked():
+    assert FinetuneConfig(model="m", task="t", out="o").protocol_name == "finetune"
+    with pytest.raises(InputError, match="finetune: --cv 1: use 0"):
+        FinetuneConfig(model="m", task="t", out="o", cv=1)
+    with pytest.raises(InputError, match="--cv 10 with --seeds 3: the folds are the repeats"):
+        FinetuneConfig(model="m", task="t", out="o", cv=10, seeds=3)
+    with pytest.raises(InputError, match="--cv 10 with --validation dev"):
+        FinetuneConfig(model="m", task="t", out="o", cv=10, validation="dev")
+    parser = argparse.ArgumentParser()
+    benchmark.add_arguments(parser)
+    for argv, message in ((["--protocol", "nt-cv", "--seeds", "3"], "drop --seeds and --validation"),
+                          (["--folds", "1"], "--folds 1 must be >= 2")):
+        with pytest.raises(InputError, match=message):
+            dataclass_from_args(benchmark.BenchmarkConfig, parser.parse_args(["--model", "M", *argv]))
+
+
+def test_cv_folds_partition_the_training_rows_stratified_and_seeded():
+    from tinydnabert.eval.common import cv_folds
+    from tinydnabert.eval.tasks import TaskData
+    from tinydnabert.eval.tasks.files import Split
+
+    labels = [0] * 70 + [1] * 30                       # sorted by class, as task files often are
+    seqs = ["ACGT" * (1 + i % 5) for i in range(100)]
+    data = TaskData(task=get_task("gue/prom_300_tata"), labels=[0, 1], source="mem",
+                    splits={"train": Split(seqs, labels, "mem"), "test": Split(seqs[:5], labels[:5], "mem")})
+    folds = cv_folds(data, seed=3, n_folds=10)
+    val = [folds.val_rows(k) for k in range(10)]
+    assert sorted(i for v in val for i in v) == list(range(100))             # each row in exactly one fold
+    assert folds.stratified and all(sum(labels[i] for i in v) == 3 for v in val)   # 3 of the 30 ones per fold
+    again = cv_folds(data, seed=3, n_folds=10)
+    assert [again.val_rows(k) for k in range(10)] == val and folds.record() == again.record()
+    assert cv_folds(data, seed=4, n_folds=10).record()["per_fold"] != folds.record()["per_fold"]
+    tr, va = folds.split(2)
+    assert sorted([*tr.tolist(), *va.tolist()]) == list(range(100)) and folds.whole.test[1].tolist() == labels[:5]
+    sub = cv_folds(data, seed=3, n_folds=5, max_train_samples=50)            # the subset first, then its folds
+    assert len(sub.rows) == 50 and sorted(i for k in range(5) for i in sub.val_rows(k)) == sorted(sub.rows.tolist())
+    with pytest.raises(InputError, match="--cv/--folds 200: need 2 <= folds <= the 100 training rows"):
+        cv_folds(data, seed=0, n_folds=200)

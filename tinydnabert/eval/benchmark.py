@@ -3,6 +3,7 @@
     tinydnabert benchmark --model RUN/export --tasks all --out runs/benchmark
     tinydnabert benchmark --model RUN/export --tasks gue/prom_300_tata,gue/H3 \
         --steps 400 --batch-size 32 --warmup-steps 40 --eval-every 100 --seeds 3
+    tinydnabert benchmark --model RUN/export --tasks nt_revised --protocol nt-cv     # the NT paper's 10-fold CV
 
 For every task: `scratch` (random weights, the pretrained model's config.json and tokenizer) and
 `pretrained` runs, each with `tinydnabert.eval.finetune.run_finetune` (or `probe.run_probe`) under the
@@ -12,8 +13,13 @@ is handed on by name, so a setting given to the benchmark reaches both protocols
 under OUT/runs/ with the same settings are reused (resumable); a task whose data cannot be loaded (e.g. an
 NT task with the hub unreachable) is reported as skipped with the reason, and the rest go on.
 
-Writes OUT/nt_benchmark.{json,csv,md,png} (eval/report.py): per task Scratch, Ours (test MCC mean ± sd over
-seeds), SOTA (and WHICH SOTA), gain over scratch and % of SOTA, and in the JSON the data it was computed on
+--protocol nt-cv runs each arm as `finetune --cv --folds` (fold k of both arms: the same rows, the same
+held-out fold, seeded --seed+k) and pairs the arms by fold; only its rows on NT tasks are compared like for
+like with the published figures, which the NT paper measured the same way (report.sota_for).
+
+Writes OUT/nt_benchmark.{json,csv,md,png} (eval/report.py): per task and protocol Scratch, Ours (test MCC mean ±
+sd over seeds, or over folds), SOTA (and WHICH SOTA), gain over scratch and % of SOTA, and in the JSON the data it
+was computed on
 (`data_provenance`: hub repository, --hub-revision, commit, sha256 per file); summary means, medians and ratios.
 """
 
@@ -33,7 +39,7 @@ from tinydnabert.eval.finetune import FinetuneConfig, FinetuneSettings, run_fine
 from tinydnabert.eval.probe import ProbeConfig, run_probe
 from tinydnabert.eval.tasks import Task, load_task_data, resolve_tasks
 from tinydnabert.eval.tasks.registry import GUE_DIR
-from tinydnabert.io import OutputLock
+from tinydnabert.io import OutputLock, atomic_write_json
 
 KINDS = ("scratch", "pretrained")
 ArmConfig = Union[FinetuneConfig, ProbeConfig]
@@ -59,8 +65,17 @@ class BenchmarkConfig(FinetuneSettings):
         "help": "which runs to make: scratch,pretrained or one of them; scratch needs only the model's config.json "
                 "and tokenizer, so it can run while pretraining goes on"})
     protocol: str = field(default="finetune", metadata={
-        "help": "finetune: the whole model trained per task (the NT protocol); probe: a frozen encoder + "
-                "logistic regression (minutes per task on a CPU); both", "choices": ["finetune", "probe", "both"]})
+        "help": "finetune: the whole model trained per task, --seeds with a carved validation split; probe: a "
+                "frozen encoder + logistic regression (minutes per task on a CPU); both (finetune and probe); "
+                "nt-cv: the NT paper's protocol, --folds-fold cross-validation of the training split, each fold's "
+                "model scored on the test split (--folds fine-tunings per arm per task)",
+        "choices": ["finetune", "probe", "both", "nt-cv"]})
+    folds: int = field(default=10, metadata={
+        "help": "--protocol nt-cv: number of folds (the NT paper's 10; fewer for CPU-sized runs)"})
+    pretraining_shards: Optional[str] = field(default=None, metadata={
+        "help": "the pretraining's shard directory (a preprocess --out): each task's share of rows that share a "
+                "32-mer (either strand) with its train shards, and that it holds whole, as table columns "
+                "(`tinydnabert overlap`; one streaming pass, OUT/overlap.json)"})
     probe_c_grid: str = field(default=ProbeConfig.__dataclass_fields__["c_grid"].default, metadata={
         "help": "probe: inverse L2 strengths tried, the best on validation MCC kept"})
 
@@ -69,6 +84,11 @@ class BenchmarkConfig(FinetuneSettings):
         asked = {k.strip() for k in self.kinds.split(",") if k.strip()}
         if not asked or asked - set(KINDS):
             raise InputError(f"--kinds {self.kinds!r}: use scratch,pretrained or one of them")
+        if self.folds < 2:
+            raise InputError(f"benchmark: --folds {self.folds} must be >= 2 (the NT paper uses 10)")
+        if self.protocol == "nt-cv" and (self.seeds != 1 or self.validation != "carve"):
+            raise InputError("benchmark: --protocol nt-cv: the folds are the repeats and each fold is its own "
+                             "validation set; drop --seeds and --validation and set --folds")
 
     @property
     def arms(self) -> list[str]:
@@ -78,6 +98,13 @@ class BenchmarkConfig(FinetuneSettings):
     @property
     def protocols(self) -> list[str]:
         return list(PROTOCOLS) if self.protocol == "both" else [self.protocol]
+
+    @property
+    def repeats(self) -> str:
+        """What the ± and the paired intervals are over, in words."""
+        cv = f"{self.folds} folds" if "nt-cv" in self.protocols else ""
+        seeds = f"{self.seeds} seed(s)" if set(self.protocols) - {"nt-cv"} else ""
+        return " / ".join(x for x in (seeds, cv) if x)
 
 
 def run_dir(out: Path, task: Task, kind: str, protocol: str = "finetune") -> Path:
@@ -100,7 +127,7 @@ def arm_config(b: BenchmarkConfig, task: Task, kind: str, protocol: str) -> ArmC
                overwrite=True)
     if protocol == "probe":  # the probe has its own batch size (embedding): not the fine-tuning one
         return ProbeConfig(**shared_settings(b, EvalSettings), c_grid=b.probe_c_grid, **run)
-    return FinetuneConfig(**shared_settings(b, FinetuneSettings), **run)
+    return FinetuneConfig(**shared_settings(b, FinetuneSettings), cv=b.folds if protocol == "nt-cv" else 0, **run)
 
 
 def run_or_reuse(b: BenchmarkConfig, task: Task, kind: str, protocol: str = "finetune") -> dict[str, Any]:
@@ -148,16 +175,37 @@ def task_rows(b: BenchmarkConfig, task: Task, row: dict[str, Any]) -> list[dict[
             rows.append({**prow, "status": "partial", "reason": f"only {','.join(res)} run (--kinds)"})
             continue
         s, o = res["scratch"], res["pretrained"]
+        where = run_dir(Path(b.out), task, "scratch", protocol).parent
         if s.get("data_provenance", {}).get("files") != o.get("data_provenance", {}).get("files"):
             # e.g. the hub's main moved between the two runs: the gain would compare two datasets
-            raise InputError(f"{run_dir(Path(b.out), task, 'scratch').parent}: the scratch and pretrained runs read "
+            raise InputError(f"{where}: the scratch and pretrained runs read "
                              f"different data ({s.get('data_provenance')} vs {o.get('data_provenance')}); delete "
                              "one run directory and rerun, with --hub-revision COMMIT to pin the data")
-        rows.append({**report.compare(prow, s, o, row["sota_mcc"]), "device": o["device"],
+        if protocol == "nt-cv" and s["cv"]["per_fold"] != o["cv"]["per_fold"]:
+            raise InputError(f"{where}: the scratch and pretrained runs cut different folds, so fold k is not the same "
+                             "experiment in both; delete both nt-cv run directories and rerun")
+        rows.append({**report.compare(prow, s, o, task), "device": o["device"],
                      "reference": {k: v for k, v in task.published.items() if k.startswith("reference_")},
                      "data_provenance": o.get("data_provenance", {}),  # repo, revision, commit, sha256 per file
                      "runs": {k: str(run_dir(Path(b.out), task, k, protocol)) for k in KINDS}})
     return rows
+
+
+def pretraining_overlap(b: BenchmarkConfig, tasks: list[Task]) -> dict[str, dict[str, Any]]:
+    """{task: its test split's overlap with the pretraining train shards} (eval/overlap.py, k = 32, both strands),
+    the whole record in OUT/overlap.json: what the pretraining already read of what the table scores."""
+    from tinydnabert.eval.overlap import measure_overlap
+
+    if not tasks:
+        return {}
+    specs = [f"{t.name}={task_data_path(b, t)}" if task_data_path(b, t) else t.name for t in tasks]
+    result = measure_overlap(b.pretraining_shards, specs, progress=True)
+    atomic_write_json(Path(b.out) / "overlap.json", result)
+    seen = {}
+    for name, t in result["tasks"].items():
+        test = t["splits"].get("test") or {}
+        seen[name] = {"seen_kmer_pct": test.get("sharing_kmer_pct"), "seen_whole_pct": test.get("contained_pct")}
+    return seen
 
 
 def run(b: BenchmarkConfig) -> dict[str, Any]:
@@ -175,17 +223,22 @@ def run(b: BenchmarkConfig) -> dict[str, Any]:
             rows.append({**row, "status": "skipped", "reason": reason})
             continue
         rows += task_rows(b, task, row)
+    if b.pretraining_shards:
+        seen = pretraining_overlap(b, [t for t in tasks if any(r["task"] == t.name and r["status"] == "done"
+                                                                  for r in rows)])
+        rows = [{**r, **seen.get(r["task"], {})} for r in rows]
     device = next((r["device"] for r in reversed(rows) if r["status"] == "done"), "?")
     meta = {"model": str(b.model), "tasks": b.tasks, "steps": b.steps, "batch_size": b.batch_size,
             "warmup_steps": b.warmup_steps, "lr": b.lr, "seeds": b.seeds, "seed": b.seed,
             "eval_every": b.eval_every, "max_train_samples": b.max_train_samples, "device": device,
             "hub_revision": b.hub_revision, "strands": b.strands, "protocols": b.protocols,
-            "probe_c_grid": b.probe_c_grid,
+            "folds": b.folds if "nt-cv" in b.protocols else None, "repeats": b.repeats,
+            "probe_c_grid": b.probe_c_grid, "pretraining_shards": b.pretraining_shards,
             "wall_seconds_this_invocation": round(time.perf_counter() - t0, 1), "sota_columns": report.SOTA_COLUMNS}
     result = {"meta": meta, "summary": report.summarize(rows), "tasks": rows}
     md = report.write_report(Path(b.out), result,
                              f"{'/'.join(Path(b.model).resolve().parts[-2:])}: test MCC, {b.steps} steps x "
-                             f"{b.batch_size}, lr {b.lr:g}, {b.seeds} seed(s)")
+                             f"{b.batch_size}, lr {b.lr:g}, {b.repeats}")
     print(md, flush=True)
     print(f"wrote {b.out}/nt_benchmark.{{json,csv,md,png}}", flush=True)
     return result

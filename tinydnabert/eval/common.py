@@ -3,21 +3,24 @@
     EvalSettings   what a benchmark sets once for all its runs (seeds, validation, data revision, device, ...)
     EvalConfig     + which model, which task, where: the base of FinetuneConfig and ProbeConfig
     STRANDS / reverse_complement   --strands forward|both, and the other strand of a sequence
-    load_task / task_splits / carve_validation / Splits / mcc
+    load_task / task_splits / carve_validation / Splits / cv_folds / Folds / mcc
     results_record, write_run, write_predictions / read_predictions, read_results, finished
+    run_id / run_scores   each run's id (seed S, or fold K under --cv): what pairs two arms
 
 The run directory (written atomically by the protocol; a failed run leaves nothing):
     OUT/results.json        format, protocol, task, data source and provenance (hub commit, sha256 per file),
                             labels (sorted; id = index), counts, validation, strands, model, device, per-seed
                             val/test MCC, mean ± sd, versions, and the protocol's own keys
     OUT/config.json         {protocol: the resolved config, ...what the protocol derived}
-    OUT/predictions/seed<S>.csv   index,label,pred on the test split (source label values)
+    OUT/predictions/seed<S>.csv   index,label,pred on the test split (source label values); fold<K>.csv under --cv
+    OUT/folds.json          --cv only: the training rows used and each fold's validation rows (file order, 0-based)
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -38,7 +41,11 @@ from tinydnabert.io import atomic_write_json
 
 RESULTS = "results.json"
 CONFIG = "config.json"
-PROTOCOLS = ("finetune", "probe")  # each protocol's config section in config.json, and results' "protocol"
+FOLDS_FILE = "folds.json"  # --cv: each fold's validation rows
+PROTOCOLS = ("finetune", "probe")  # each protocol's config section in config.json
+# results' "protocol" and the benchmark's Protocol column: finetune (seeds, a carved validation split), probe,
+# nt-cv (finetune --cv N: the NT paper's N-fold cross-validation, scored on the test split per fold)
+TABLE_PROTOCOLS = ("finetune", "probe", "nt-cv")
 
 # A field with `"protocol": False` changes where or how fast a run goes, not what it measures: a finished run
 # is reused across it (device, cache, output path). Every other field must match for a run to be reused.
@@ -110,6 +117,11 @@ class EvalSettings(DeviceSettings):
             raise InputError(f"{self.command}: --hub-revision is empty; use main, a branch, a tag or a commit sha")
         if self.strands not in STRANDS:
             raise InputError(f"{self.command}: --strands {self.strands!r}: use forward or both")
+
+    @property
+    def protocol_name(self) -> str:
+        """results.json's `protocol`: the command (finetune, probe), or nt-cv for finetune --cv."""
+        return self.command
 
 
 @dataclass(kw_only=True)
@@ -196,18 +208,39 @@ class Splits:
         return {"train": len(self.train[0]), "val": len(self.val[0]), "test": len(self.test[0])}
 
 
+def _test_split(data: TaskData) -> tuple[list[str], np.ndarray]:
+    if "test" not in data.splits:
+        raise InputError(f"{data.source}: no test split (found {sorted(data.splits)}); the protocols report test "
+                         f"MCC, so the data needs a test file (test.csv / test.fna / a 'test' split)")
+    return data.splits["test"].sequences, np.asarray(data.label_ids("test"))
+
+
+def train_rows(data: TaskData, seed: int, max_train_samples: int = 0) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(sequences, label ids, their row indices in the train split's file order, 0-based) of the training rows a
+    run uses: all of them, or with `max_train_samples` a seeded, class-stratified subset (files are often sorted
+    by class)."""
+    seqs = data.splits["train"].sequences
+    y = np.asarray(data.label_ids("train"))
+    rows = np.arange(len(seqs))
+    if 0 < max_train_samples < len(seqs):
+        rows, _ = carve_validation(y, 1 - max_train_samples / len(seqs), seed)
+        seqs, y = [seqs[i] for i in rows], y[rows]
+    return seqs, y, rows
+
+
+def _check_labels(data: TaskData, y: np.ndarray, what: str = "training split") -> None:
+    missing = sorted(set(range(len(data.labels))) - set(y.tolist()))
+    if missing:
+        raise InputError(f"{data.source}: {what} has no rows of label(s) "
+                         f"{[data.labels[i] for i in missing]}; check the labels or the --data files")
+
+
 def task_splits(data: TaskData, seed: int, val_fraction: float, validation: str = "carve",
                 max_train_samples: int = 0) -> Splits:
     """Validation carved from train with `seed` (class-stratified) or the task's dev split; test untouched,
     used once. `max_train_samples`: a seeded, class-stratified subset first (files are often sorted by class)."""
-    if "test" not in data.splits:
-        raise InputError(f"{data.source}: no test split (found {sorted(data.splits)}); the protocols report test "
-                         f"MCC, so the data needs a test file (test.csv / test.fna / a 'test' split)")
-    train_seqs = data.splits["train"].sequences
-    train_y = np.asarray(data.label_ids("train"))
-    if 0 < max_train_samples < len(train_seqs):
-        keep, _ = carve_validation(train_y, 1 - max_train_samples / len(train_seqs), seed)
-        train_seqs, train_y = [train_seqs[i] for i in keep], train_y[keep]
+    test = _test_split(data)
+    train_seqs, train_y, _ = train_rows(data, seed, max_train_samples)
     if validation == "dev":
         if "dev" not in data.splits:
             raise InputError(f"{data.source}: --validation dev but there is no dev split; use --validation carve")
@@ -216,11 +249,68 @@ def task_splits(data: TaskData, seed: int, val_fraction: float, validation: str 
         tr, va = carve_validation(train_y, val_fraction, seed)
         val = ([train_seqs[i] for i in va], train_y[va])
         train_seqs, train_y = [train_seqs[i] for i in tr], train_y[tr]
-    missing = sorted(set(range(len(data.labels))) - set(train_y.tolist()))
-    if missing:
-        raise InputError(f"{data.source}: training split has no rows of label(s) "
-                         f"{[data.labels[i] for i in missing]}; check the labels or the --data files")
-    return Splits((train_seqs, train_y), val, (data.splits["test"].sequences, np.asarray(data.label_ids("test"))))
+    _check_labels(data, train_y)
+    return Splits((train_seqs, train_y), val, test)
+
+
+def sha256_ints(values) -> str:
+    """sha256 of a sequence of integers as little-endian int64: a fingerprint of row indices or batch order."""
+    return hashlib.sha256(np.asarray(values, dtype="<i8").tobytes()).hexdigest()
+
+
+@dataclass
+class Folds:
+    """N-fold cross-validation of the training split (--cv; the NT paper's protocol): every training row is in
+    exactly one fold's validation set; fold k trains on the other folds, selects on fold k, and is scored on the
+    task's test split. The assignment depends only on the data, --seed and --max-train-samples, so both arms of
+    a comparison get the same folds."""
+
+    whole: Splits            # train: every row the folds partition; val: empty; test: the task's test split
+    rows: np.ndarray         # each of those rows' index in the train split's file order (0-based)
+    val: list[np.ndarray]    # per fold, the positions (into whole.train) of its validation rows, sorted
+    stratified: bool
+    seed: int
+
+    def split(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(train positions, validation positions) of fold k, positions into whole.train."""
+        va = self.val[k]
+        return np.setdiff1d(np.arange(len(self.rows)), va), va
+
+    def val_rows(self, k: int) -> list[int]:
+        """Fold k's validation rows as row indices of the train split's file."""
+        return self.rows[self.val[k]].tolist()
+
+    def record(self) -> dict[str, Any]:
+        """results.json's `cv`: the number of folds, how they were drawn, and per fold its validation rows'
+        count and sha256 (the indices themselves are in FOLDS_FILE)."""
+        return {"folds": len(self.val), "assignment_seed": self.seed, "stratified": self.stratified,
+                "rows": len(self.rows), "rows_sha256": sha256_ints(self.rows), "file": FOLDS_FILE,
+                "per_fold": [{"fold": k, "val_rows": len(v), "train_rows": len(self.rows) - len(v),
+                              "val_rows_sha256": sha256_ints(self.val_rows(k))} for k, v in enumerate(self.val)]}
+
+    def listing(self) -> dict[str, Any]:
+        """FOLDS_FILE: the training rows used and each fold's validation rows (train split file order, 0-based)."""
+        return {"train_rows": self.rows.tolist(), "folds": [self.val_rows(k) for k in range(len(self.val))]}
+
+
+def cv_folds(data: TaskData, seed: int, n_folds: int, max_train_samples: int = 0) -> Folds:
+    """`n_folds` disjoint validation folds covering the training rows once: a seeded StratifiedKFold where every
+    class has at least n_folds rows (each fold keeps the class balance), else a seeded KFold."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    test = _test_split(data)
+    seqs, y, rows = train_rows(data, seed, max_train_samples)
+    if not 2 <= n_folds <= len(seqs):
+        raise InputError(f"{data.source}: --cv/--folds {n_folds}: need 2 <= folds <= the {len(seqs)} training rows; "
+                         "use fewer folds or more rows (--max-train-samples)")
+    _, counts = np.unique(y, return_counts=True)
+    stratified = bool(counts.min() >= n_folds)
+    splitter = (StratifiedKFold if stratified else KFold)(n_splits=n_folds, shuffle=True, random_state=seed)
+    val = [np.sort(va) for _, va in splitter.split(np.zeros(len(y)), y)]
+    folds = Folds(Splits((seqs, y), ([], y[:0]), test), rows, val, stratified, seed)
+    for k in range(n_folds):
+        _check_labels(data, y[folds.split(k)[0]], f"fold {k}'s training part")
+    return folds
 
 
 def mcc(y_true, y_pred) -> float:
@@ -233,9 +323,25 @@ def mcc(y_true, y_pred) -> float:
 # The run directory: results.json, config.json, predictions/
 # ---------------------------------------------------------------------------------------------
 
-def prediction_file(seed: int) -> str:
-    """Where seed `seed`'s test predictions go, relative to the run directory (results' seeds[i].predictions)."""
-    return f"predictions/seed{seed}.csv"
+def prediction_file(seed: int, fold: int | None = None) -> str:
+    """Where a run's test predictions go, relative to the run directory (results' seeds[i].predictions): one
+    file per seed, or per fold under --cv."""
+    return f"predictions/seed{seed}.csv" if fold is None else f"predictions/fold{fold}.csv"
+
+
+def run_id(entry: dict[str, Any]) -> str:
+    """The id that pairs a run of one arm with the same run of the other: 'fold K' under --cv, else 'seed S'."""
+    return f"fold {entry['fold']}" if entry.get("fold") is not None else f"seed {entry['seed']}"
+
+
+def run_scores(results: dict[str, Any], key: str = "test_mcc") -> dict[str, float]:
+    """{run id: its `key`} of a results.json: what stats.paired_interval pairs by id."""
+    scores = {}
+    for entry in results["seeds"]:
+        if run_id(entry) in scores:
+            raise InputError(f"results list {run_id(entry)} twice; the run directory is damaged: delete it and rerun")
+        scores[run_id(entry)] = entry[key]
+    return scores
 
 
 def write_predictions(path: Path, y: np.ndarray, pred: np.ndarray, labels: list[Any]) -> None:
@@ -264,11 +370,12 @@ def versions() -> dict[str, str]:
 def results_record(cfg: EvalConfig, fmt: str, data: TaskData, counts: dict[str, int], model: dict[str, Any],
                    device: Any, per_seed: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """results.json of one run, the same keys for every protocol (`extra`: the protocol's own, e.g. the
-    derived max length or the probe's pooling). `per_seed`: one dict per seed with at least val_mcc, test_mcc."""
+    derived max length or the probe's pooling). `per_seed`: one dict per seed (per fold under --cv: it has `fold`)
+    with at least val_mcc, test_mcc."""
     mccs = [s["test_mcc"] for s in per_seed]
     return {
         "format": fmt,
-        "protocol": cfg.command,
+        "protocol": cfg.protocol_name,
         "task": task_summary(data.task),
         "data_source": data.source,
         "data_provenance": data.provenance,   # the commit and sha256 of each file the numbers come from

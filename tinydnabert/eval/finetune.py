@@ -19,14 +19,23 @@ their log-probabilities up to a per-sequence constant: two strands as two pieces
 post-hoc conjoining). Random strands rather than both copies keep an optimizer step the same cost and
 --steps x --batch-size the same number of examples as a forward run.
 
+--cv N: the NT paper's protocol (Dalla-Torre et al., Nature Methods 2024: figures are "mean MCC ± 2 × s.d. from
+the tenfold cross-validation procedure"): the training split is cut into N seeded, class-stratified folds
+(common.cv_folds); fold k trains on the other N-1 folds, keeps its best-validation-MCC checkpoint on fold k and
+is scored once on the task's test split; fold k is seeded --seed+k, so fold k of two arms is the same experiment.
+N fine-tunings per run; results.json reports mean ± sd over the folds (and 2 sd, as the paper prints it).
+
 Output (written atomically: a failed run leaves nothing; the layout and results.json keys: eval/common.py):
-OUT/results.json (+ the derived max length, truncation and bp per token), OUT/config.json (the resolved
-FinetuneConfig + what was derived), OUT/predictions/seed<S>.csv.
+OUT/results.json (+ the derived max length, truncation and bp per token; per seed the sha256 of the head's
+initial weights, of the batch order and of the dropout RNG state: what two arms of a seed share; --cv: `cv`, the
+folds and their validation rows' sha256), OUT/config.json (the resolved FinetuneConfig + what was derived),
+OUT/predictions/seed<S>.csv (fold<K>.csv under --cv), OUT/folds.json (--cv: each fold's validation rows).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import sys
@@ -42,11 +51,14 @@ from tinydnabert.config import add_dataclass_args, dataclass_from_args
 from tinydnabert.console import print0
 from tinydnabert.errors import InputError
 from tinydnabert.eval.common import (
+    FOLDS_FILE,
     RESULTS,
     RUN_ONLY,
     EvalConfig,
     EvalSettings,
+    Folds,
     Splits,
+    cv_folds,
     load_task,
     mcc,
     prediction_file,
@@ -58,7 +70,7 @@ from tinydnabert.eval.common import (
 )
 from tinydnabert.eval.encoder import EncoderSpec, autocast_for, encoder_spec, model_source
 from tinydnabert.eval.tasks import list_tasks
-from tinydnabert.io import atomic_output_dir
+from tinydnabert.io import atomic_output_dir, atomic_write_json
 
 RESULTS_FORMAT = "tinydnabert-finetune/1"
 
@@ -98,6 +110,26 @@ class FinetuneConfig(FinetuneSettings, EvalConfig):
 
     command = "finetune"
 
+    cv: int = field(default=0, metadata={
+        "help": "N-fold cross-validation on the training split, the NT paper's protocol (it uses 10): fold k trains "
+                "on the other folds, selects its checkpoint on fold k, is scored on the test split, seeded "
+                "--seed+k; reports mean ± sd over folds (0 = off: --seeds with a carved validation split)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cv < 0 or self.cv == 1:
+            raise InputError(f"finetune: --cv {self.cv}: use 0 (off) or N >= 2 folds (the NT paper uses 10)")
+        if self.cv and self.seeds != 1:
+            raise InputError(f"finetune: --cv {self.cv} with --seeds {self.seeds}: the folds are the repeats (fold k "
+                             "is seeded --seed+k); drop --seeds")
+        if self.cv and self.validation != "carve":
+            raise InputError(f"finetune: --cv {self.cv} with --validation {self.validation}: each fold is its own "
+                             "validation set; drop --validation")
+
+    @property
+    def protocol_name(self) -> str:
+        return "nt-cv" if self.cv else "finetune"
+
 
 # ---------------------------------------------------------------------------------------------
 # Model and tokenizer
@@ -130,6 +162,8 @@ def build_classifier(spec: EncoderSpec, seed: int):
 
 
 def tokenize(tok, seqs: list[str], max_length: int) -> list[list[int]]:
+    if not seqs:  # --cv's whole-train Splits has no validation part (the tokenizer raises on [])
+        return []
     enc = tok(seqs, add_special_tokens=True, truncation=True, max_length=max_length)
     return enc["input_ids"]
 
@@ -224,12 +258,14 @@ def train_one_seed(cfg: FinetuneConfig, model, pad_id: int, train: tuple[list, n
                 yield torch.randint(len(perm), (cfg.batch_size,), generator=gen).tolist()
 
     it = batches()
+    order = hashlib.sha256()  # the batch order: positions into `train`, int64, step after step
     best = {"val_mcc": -math.inf, "step": 0, "state": None}
     history: list[dict[str, float]] = []
     t0 = t_log = time.perf_counter()
     last_log = 0
     for step in range(1, cfg.steps + 1):
         idx = next(it)
+        order.update(np.asarray(idx, dtype="<i8").tobytes())
         if train_rc is None:
             x, m = collate([train_ids[i] for i in idx], pad_id, device)
         else:  # reverse-complement augmentation: each example on a random strand
@@ -262,7 +298,7 @@ def train_one_seed(cfg: FinetuneConfig, model, pad_id: int, train: tuple[list, n
                         "state": {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()}}
     model.load_state_dict(best["state"])
     return {"best_step": best["step"], "val_mcc": best["val_mcc"], "history": history,
-            "train_seconds": round(time.perf_counter() - t0, 2)}
+            "batches_sha256": order.hexdigest(), "train_seconds": round(time.perf_counter() - t0, 2)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,28 +333,56 @@ def encode_splits(cfg: FinetuneConfig, spec: EncoderSpec, splits: Splits) -> tup
     return enc, derived
 
 
+def state_sha256(module) -> str:
+    """sha256 of a module's weights (names and float bytes, in name order): e.g. the head a seed starts from."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def run_seed(cfg: FinetuneConfig, spec: EncoderSpec, enc: dict[str, list], splits: Splits, seed: int, device,
-             amp, labels: list[Any], run_dir: Path) -> tuple[dict[str, Any], int]:
-    """One seed: build, train, evaluate once on test, write its predictions. -> (its results.json entry,
-    the classifier's parameter count)."""
+             amp, labels: list[Any], run_dir: Path, fold: int | None = None) -> tuple[dict[str, Any], int]:
+    """One seed (or, under --cv, fold `fold` seeded `seed`): build, train, evaluate once on test, write its
+    predictions. -> (its results.json entry, the classifier's parameter count). The entry records what the two
+    arms of a seed must share: the head's initial weights, the batch order and the dropout RNG state (sha256)."""
     import torch
 
     model = build_classifier(spec, seed)
+    head = state_sha256(model.classifier)
     torch.manual_seed(seed)  # dropout: the same stream in both arms of a seed
+    rng = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()
     r = train_one_seed(cfg, model, spec.pad_id, (enc["train"], splits.train[1]), (enc["val"], splits.val[1]),
                        seed, device, amp, enc.get("train_rc"), enc.get("val_rc"))
     test_y = splits.test[1]
     pred = predict(model, enc["test"], spec.pad_id, cfg.eval_batch_size, device, amp, enc.get("test_rc"))
     test_mcc, acc = mcc(test_y, pred), float((pred == test_y).mean())
-    write_predictions(run_dir / prediction_file(seed), test_y, pred, labels)
-    print0(f"seed {seed} | best step {r['best_step']} | val mcc {r['val_mcc']:.4f} | "
+    write_predictions(run_dir / prediction_file(seed, fold), test_y, pred, labels)
+    name = f"seed {seed}" if fold is None else f"fold {fold} (seed {seed})"
+    print0(f"{name} | best step {r['best_step']} | val mcc {r['val_mcc']:.4f} | "
            f"test mcc {test_mcc:.4f} | test acc {acc:.4f} | {r['train_seconds']:.0f} s")
-    entry = {"seed": seed, **r, "test_mcc": test_mcc, "test_accuracy": acc, "predictions": prediction_file(seed)}
+    entry = {"seed": seed, **({} if fold is None else {"fold": fold}), **r, "test_mcc": test_mcc,
+             "test_accuracy": acc, "predictions": prediction_file(seed, fold), "head_init_sha256": head,
+             "dropout_rng_sha256": rng}
     return entry, sum(p.numel() for p in model.parameters())
 
 
+def fold_inputs(enc: dict[str, list], folds: Folds, k: int) -> tuple[dict[str, list], Splits]:
+    """Fold k's token ids and Splits, cut from the whole training split's (tokenized once): train = the other
+    folds, validation = fold k, test = the task's test split."""
+    tr, va = folds.split(k)
+    seqs, y = folds.whole.train
+    out = {"train": [enc["train"][i] for i in tr], "val": [enc["train"][i] for i in va], "test": enc["test"]}
+    if "train_rc" in enc:
+        out.update(train_rc=[enc["train_rc"][i] for i in tr], val_rc=[enc["train_rc"][i] for i in va],
+                   test_rc=enc["test_rc"])
+    return out, Splits(([seqs[i] for i in tr], y[tr]), ([seqs[i] for i in va], y[va]), folds.whole.test)
+
+
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Fine-tune cfg.seeds models and write OUT/{results.json, config.json, predictions/}. Returns results."""
+    """Fine-tune cfg.seeds models (or cfg.cv, one per fold) and write OUT/{results.json, config.json,
+    predictions/} (and folds.json under --cv). Returns results."""
     import transformers
 
     from tinydnabert.pretrain.distributed import pick_device
@@ -327,7 +391,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     transformers.logging.disable_progress_bar()
     task, data = load_task(cfg)
     device = pick_device(cfg.device, "finetune")
-    splits = task_splits(data, cfg.seed, cfg.val_fraction, cfg.validation, cfg.max_train_samples)
+    folds = cv_folds(data, cfg.seed, cfg.cv, cfg.max_train_samples) if cfg.cv else None
+    splits = folds.whole if folds else task_splits(data, cfg.seed, cfg.val_fraction, cfg.validation,
+                                                   cfg.max_train_samples)
     amp = autocast_for(device, cfg.bf16)
     out = Path(cfg.out)
     with atomic_output_dir(out, overwrite=cfg.overwrite) as tmp, tempfile.TemporaryDirectory() as work:
@@ -335,17 +401,33 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                                [str(lab) for lab in data.labels])
         enc, derived = encode_splits(cfg, spec, splits)
         n = splits.counts()
-        print0(f"finetune {task.name} ({spec.info['kind']}): train {n['train']} | val {n['val']} | "
-               f"test {n['test']} | labels {data.labels} | max_length {derived['max_length']} tokens "
-               f"({derived['truncated_sequences']} truncated) | strands {cfg.strands} | {device}")
-        runs = [run_seed(cfg, spec, enc, splits, cfg.seed + i, device, amp, data.labels, tmp)
-                for i in range(cfg.seeds)]
+        split_line = (f"{cfg.cv} folds of {n['train']} training rows ({'' if folds.stratified else 'not '}stratified)"
+                      if folds else f"train {n['train']} | val {n['val']}")
+        print0(f"finetune {task.name} ({spec.info['kind']}): {split_line} | test {n['test']} | labels {data.labels} | "
+               f"max_length {derived['max_length']} tokens ({derived['truncated_sequences']} truncated) | "
+               f"strands {cfg.strands} | {device}")
+        if folds:
+            runs = [run_seed(cfg, spec, *fold_inputs(enc, folds, k), cfg.seed + k, device, amp, data.labels, tmp,
+                             fold=k) for k in range(cfg.cv)]
+            n = {"train": n["train"], "test": n["test"], "folds": cfg.cv}   # train: the rows the folds partition
+            extra = {"validation": "cv-fold", "cv": folds.record()}
+            atomic_write_json(tmp / FOLDS_FILE, folds.listing())
+        else:
+            runs = [run_seed(cfg, spec, enc, splits, cfg.seed + i, device, amp, data.labels, tmp)
+                    for i in range(cfg.seeds)]
+            extra = {}
         per_seed, n_params = [entry for entry, _ in runs], runs[-1][1]
         results = results_record(cfg, RESULTS_FORMAT, data, n, {**spec.info, "parameters": n_params}, device,
-                                 per_seed, **derived)
+                                 per_seed, **derived, **extra)
+        if folds:  # the NT paper's figures are mean ± 2 s.d. over its 10 folds
+            results["cv"]["test_mcc_2sd"] = 2 * results["test_mcc_sd"]
         write_run(tmp, cfg, results, derived=derived, labels=list(data.labels), model=spec.info)
-    print0(f"{task.name}: test mcc {results['test_mcc_mean']:.4f} ± {results['test_mcc_sd']:.4f} "
-           f"over {cfg.seeds} seed(s) -> {out / RESULTS}")
+    if folds:
+        print0(f"{task.name}: test mcc {results['test_mcc_mean']:.4f} ± {2 * results['test_mcc_sd']:.4f} (2 sd) "
+               f"over {cfg.cv} folds -> {out / RESULTS}")
+    else:
+        print0(f"{task.name}: test mcc {results['test_mcc_mean']:.4f} ± {results['test_mcc_sd']:.4f} "
+               f"over {cfg.seeds} seed(s) -> {out / RESULTS}")
     return results
 
 
