@@ -173,6 +173,14 @@ def _bar(progress: bool, total: int):
                 mininterval=0.5)
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (MiB; Linux reports KiB): the figure that must stay flat as the
+    shards grow. Reader processes (--workers) are not included."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def measure_overlap(shards_dir: str | Path, tasks: Sequence[str | TaskData], k: int = 32, *,
                     tokenizer: str | Path | None = None, split: str = "train", workers: int = 1,
                     progress: bool = False) -> dict[str, Any]:
@@ -230,7 +238,7 @@ def measure_overlap(shards_dir: str | Path, tasks: Sequence[str | TaskData], k: 
         "shard_bases": bases, "shard_segments": segments, "shards_read": len(entries),
         "seconds": round(seconds, 2), "index_seconds": round(t_index, 2), "workers": workers,
         "bases_per_second": round(bases / seconds) if seconds > 0 else None,
-        "index_kmers": int(len(index.keys)), "tasks": {},
+        "index_kmers": int(len(index.keys)), "peak_rss_mib": peak_rss_mib(), "tasks": {},
     }
     for td in data:
         result["tasks"][td.task.name] = {"source": td.source, "provenance": td.provenance, "splits": {}}
