@@ -1,11 +1,12 @@
-"""The preprocessing stage: FASTA -> BPE tokenizer + WebDataset shards + manifest.
+"""The preprocessing stage: FASTA -> tokenizer (BPE, k-mer or single-base) + WebDataset shards + manifest.
 
     tinydnabert preprocess --fasta GRCh38.fa.gz --records primary --out data/grch38
 
 Two streaming passes over the FASTA, one record in memory at a time:
   1. scan: validate, select records, cut A/C/G/T runs into seeded random 256-1024 bp segments,
      assign strand and split, count everything, and keep a seeded 1/10 sample of training
-     segments (bottom-k by a per-segment random key, capped at --tokenizer-max-bases) to train BPE.
+     segments (bottom-k by a per-segment random key, capped at --tokenizer-max-bases) to train BPE
+     (--tokenizer-kind kmer / char have fixed vocabularies and keep no sample).
   2. shard: cut the same segments again (segmentation is a pure function of sequence, record
      name and seed, so no segment list is stored), group them into shards and hand each shard to a
      worker process that tokenizes it and writes its tar. Results are merged in shard order, so
@@ -51,7 +52,17 @@ from tinydnabert.prep.exclude import Exclusions, TaskSequences, fai_records
 from tinydnabert.prep.fasta import RECORD_PRESETS, RecordSelector, acgt_runs, count_acgt, iter_records
 from tinydnabert.prep.segment import Segments, segment_record, segment_text
 from tinydnabert.prep.shards import ShardSample, split_summary, write_shard
-from tinydnabert.prep.tokenizer import load_existing, load_raw_tokenizer, save_tokenizer, train_tokenizer
+from tinydnabert.prep.tokenizer import (
+    KINDS,
+    MAX_ID,
+    build_kmer_tokenizer,
+    fixed_vocab_size,
+    load_existing,
+    load_raw_tokenizer,
+    save_tokenizer,
+    tokenizer_kind,
+    train_tokenizer,
+)
 
 
 @dataclass
@@ -86,6 +97,12 @@ class PreprocessConfig:
                 "--val-records is given"})
     val_records: list[str] = field(default_factory=list, metadata={
         "help": "hold out these whole records (exact names) for validation instead of a random fraction"})
+    tokenizer_kind: str = field(default="bpe", metadata={
+        "help": "bpe: train byte-pair encoding (--vocab-size, --min-frequency); kmer: non-overlapping k-mers, "
+                "k = --kmer-k (a remainder shorter than k as single bases); char: single bases. kmer and char have "
+                "fixed vocabularies (no training; --vocab-size / --min-frequency refused)", "choices": list(KINDS)})
+    kmer_k: int = field(default=6, metadata={
+        "help": "k of --tokenizer-kind kmer, 1-7 (uint16 ids: 4^8 8-mers do not fit); 4^k + 4 + 5 tokens"})
     vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size, special tokens included"})
     min_frequency: int = field(default=4, metadata={"help": "BPE: minimum pair frequency for a merge"})
     tokenizer_sample: float = field(default=0.1, metadata={
@@ -130,6 +147,7 @@ class PreprocessConfig:
         if self.val_records and self.val_fraction > 0:
             raise InputError("--val-records and --val-fraction both given: hold out either whole records or a "
                              "random fraction, not both (pass --val-fraction 0)")
+        self._check_tokenizer_kind()
         if not len(SPECIAL_TOKENS) + 4 <= self.vocab_size <= 65535:
             raise InputError(f"--vocab-size {self.vocab_size}: must be in [{len(SPECIAL_TOKENS) + 4}, 65535] "
                              "(5 specials + A C G T at least; ids are stored as uint16)")
@@ -148,6 +166,33 @@ class PreprocessConfig:
         if self.model_max_length < 8:
             raise InputError(f"--model-max-length {self.model_max_length}: must be >= 8")
 
+
+    def _check_tokenizer_kind(self) -> None:
+        if self.tokenizer_kind not in KINDS:
+            raise InputError(f"--tokenizer-kind {self.tokenizer_kind!r}: choose one of {', '.join(KINDS)}")
+        if not 1 <= self.kmer_k <= 7:
+            raise InputError(f"--kmer-k {self.kmer_k}: must be in [1, 7] (token ids are uint16: the 4^8 = 65,536 "
+                             "8-mers do not fit beside the special tokens); the k-mer recipes use 3-6")
+        if self.tokenizer_kind == "bpe":
+            return
+        if self.tokenizer:
+            raise InputError(f"--tokenizer-kind {self.tokenizer_kind} with --tokenizer {self.tokenizer}: a reused "
+                             "tokenizer brings its own kind; drop --tokenizer-kind")
+        for flag, value, default in (("--vocab-size", self.vocab_size, 1024), ("--min-frequency",
+                                                                                self.min_frequency, 4)):
+            if value != default:
+                raise InputError(f"{flag} {value}: applies to --tokenizer-kind bpe only; a {self.tokenizer_kind} "
+                                 "tokenizer's vocabulary is fixed (every k-mer + the single bases + 5 specials); "
+                                 f"drop {flag}")
+        k = self.kmer_k if self.tokenizer_kind == "kmer" else 1
+        if self.keep_case and fixed_vocab_size(k, "ACGTacgt") > MAX_ID:
+            raise InputError(f"--keep-case with --kmer-k {k}: 8^{k} mixed-case k-mers do not fit uint16 ids; "
+                             "use --kmer-k <= 5 or drop --keep-case")
+
+    @property
+    def kind_k(self) -> Optional[int]:
+        """The k of the tokenizer this config trains or builds: kmer_k, 1 for char, None for BPE."""
+        return {"bpe": None, "char": 1}.get(self.tokenizer_kind, self.kmer_k)
 
 # ---------------------------------------------------------------------------------------------
 # Pass 1: scan
@@ -239,6 +284,8 @@ def scan(cfg: PreprocessConfig, selector: RecordSelector, exclusions: Exclusions
                 entry.update({"excluded_segments": len(drop), "excluded_bases": gone})
             sc.records.append(entry)
             chosen = np.flatnonzero(~segs.val & (segs.tok_key < cfg.tokenizer_sample))
+            if cfg.tokenizer_kind != "bpe":  # a fixed vocabulary: nothing to train on
+                chosen = chosen[:0]
             for i in chosen.tolist():
                 key = float(segs.tok_key[i])
                 if sc.sample_bases >= cfg.tokenizer_max_bases and key >= -heap[0][0]:
@@ -442,9 +489,12 @@ def run_preprocess(cfg: PreprocessConfig, tasks: Mapping[str, TaskSequences] | N
             if missing:
                 raise InputError(f"--tokenizer {cfg.tokenizer}: has no token for {missing} "
                                  f"({'drop --keep-case' if cfg.keep_case else 'not a DNA tokenizer'})")
-        else:
+        elif cfg.tokenizer_kind == "bpe":
             tok = train_tokenizer(texts, cfg.vocab_size, cfg.min_frequency, alphabet=alphabet, length=len(texts),
                                   show_progress=cfg.progress)
+        else:
+            tok = build_kmer_tokenizer(cfg.kind_k, alphabet)
+        kind, k = tokenizer_kind(tok)
         tok_dir = save_tokenizer(tok, tmp / TOKENIZER_DIR, cfg.model_max_length)
         sample_segments, sample_bases = len(texts), sum(map(len, texts))
         del texts, sample
@@ -461,10 +511,13 @@ def run_preprocess(cfg: PreprocessConfig, tasks: Mapping[str, TaskSequences] | N
             "config": config_to_dict(cfg),
             "tokenizer": {
                 "sha256": tokenizer_fingerprint(tok_dir),
+                "kind": kind,
+                "k": k,
                 "vocab_size": tok.get_vocab_size(),
                 "special_tokens": {t: i for i, t in enumerate(SPECIAL_TOKENS)},
-                "trained_on": ({"segments": sample_segments, "bases": sample_bases} if not cfg.tokenizer
-                               else {"reused": str(Path(cfg.tokenizer).resolve())}),
+                "trained_on": ({"reused": str(Path(cfg.tokenizer).resolve())} if cfg.tokenizer
+                               else {"segments": sample_segments, "bases": sample_bases} if kind == "bpe"
+                               else {"fixed_vocabulary": f"every {k}-mer of {alphabet} + the single bases"}),
             },
             "input_length": sc.input_length,
             "input_acgt_bases": sc.input_acgt_bases,
@@ -510,5 +563,7 @@ def main(args: argparse.Namespace, tasks: Mapping[str, TaskSequences] | None = N
         absent = f", {n_absent:,} rows on contigs not in the FASTA" if n_absent is not None else ""
         print0(f"excluded ({src['kind']}) {src['path']}: {src['excluded_segments']:,} segments, "
                f"{src['excluded_bases']:,} bp{absent}")
-    print0(f"wrote {cfg.out} (tokenizer sha256 {m['tokenizer']['sha256'][:12]}, vocab {m['tokenizer']['vocab_size']})")
+    kind = m["tokenizer"]["kind"] + (f" k={m['tokenizer']['k']}" if m["tokenizer"]["kind"] == "kmer" else "")
+    print0(f"wrote {cfg.out} ({kind} tokenizer sha256 {m['tokenizer']['sha256'][:12]}, "
+           f"vocab {m['tokenizer']['vocab_size']})")
     return 0
