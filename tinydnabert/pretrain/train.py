@@ -216,8 +216,18 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
         state, init = load_init_weights(cfg.init_from, model_cfg, load_tokenizer(tokenizer_dir))
         objective.net.load_state_dict(state)  # every rank loads the same file: identical weights
         print0(f"initialised from {init['path']} ({', '.join(init['files'])})")
+    # DeepSpeed has no warmup-stable-decay: a WarmupStableDecayLR block is built here (schedule.py) and handed
+    # over as a client scheduler, which DeepSpeed steps, checkpoints and restores like its own.
+    wsd = ds_config.check_schedule(ds, where=str(ds_path))
+    client_sched = None
+    if wsd is not None:
+        from tinydnabert.pretrain import schedule
+
+        client_sched = schedule.build(wsd)
     deepspeed.init_distributed()
-    engine, _, _, _ = deepspeed.initialize(model=objective, model_parameters=objective.parameters(), config=ds)
+    engine, _, _, _ = deepspeed.initialize(
+        model=objective, model_parameters=objective.parameters(), lr_scheduler=client_sched,
+        config={k: v for k, v in ds.items() if k != "scheduler"} if wsd is not None else ds)
     distributed.raise_on_every_rank(in_use)
     distributed.release_shm_buffer()
     if cfg.compile:
