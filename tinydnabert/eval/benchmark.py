@@ -198,8 +198,9 @@ def pretraining_overlap(b: BenchmarkConfig, tasks: list[Task]) -> dict[str, dict
 
     if not tasks:
         return {}
-    specs = [f"{t.name}={task_data_path(b, t)}" if task_data_path(b, t) else t.name for t in tasks]
-    result = measure_overlap(b.pretraining_shards, specs, progress=True)
+    # the data the arms scored: the same path, hub revision and cache
+    data = [load_task_data(t, task_data_path(b, t), cache_dir=b.cache_dir, revision=b.hub_revision) for t in tasks]
+    result = measure_overlap(b.pretraining_shards, data, progress=True)
     atomic_write_json(Path(b.out) / "overlap.json", result)
     seen = {}
     for name, t in result["tasks"].items():

@@ -352,9 +352,12 @@ def run_seed(cfg: FinetuneConfig, spec: EncoderSpec, enc: dict[str, list], split
     model = build_classifier(spec, seed)
     head = state_sha256(model.classifier)
     torch.manual_seed(seed)  # dropout: the same stream in both arms of a seed
-    rng = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()
     r = train_one_seed(cfg, model, spec.pad_id, (enc["train"], splits.train[1]), (enc["val"], splits.val[1]),
                        seed, device, amp, enc.get("train_rc"), enc.get("val_rc"))
+    # The generators' state after training (CPU, and CUDA where dropout draws on a GPU): equal in both arms of a
+    # seed only if they started from the same seed and drew the same dropout masks' worth of numbers, step by step.
+    states = [torch.get_rng_state()] + (torch.cuda.get_rng_state_all() if device.type == "cuda" else [])
+    rng = hashlib.sha256(b"".join(s.numpy().tobytes() for s in states)).hexdigest()
     test_y = splits.test[1]
     pred = predict(model, enc["test"], spec.pad_id, cfg.eval_batch_size, device, amp, enc.get("test_rc"))
     test_mcc, acc = mcc(test_y, pred), float((pred == test_y).mean())

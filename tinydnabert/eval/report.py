@@ -72,7 +72,8 @@ def compare(row: dict[str, Any], s: dict[str, Any], o: dict[str, Any], task: Tas
             "pairs_by": "fold" if protocol == "nt-cv" else "seed",
             "scratch_mcc": s["test_mcc_mean"], "scratch_sd": s["test_mcc_sd"],
             "ours_mcc": o["test_mcc_mean"], "ours_sd": o["test_mcc_sd"],
-            "scratch_seeds": list(scratch_runs.values()), "ours_seeds": list(ours_runs.values()),
+            "scratch_seeds": [scratch_runs[i] for i in sorted(scratch_runs)],  # both in one id order
+            "ours_seeds": [ours_runs[i] for i in sorted(scratch_runs)],
             "scratch_runs": scratch_runs, "ours_runs": ours_runs,
             "gain_over_scratch": o["test_mcc_mean"] - s["test_mcc_mean"],
             "gain_low": paired["low"], "gain_high": paired["high"], "verdict": paired["verdict"], "paired": paired,
