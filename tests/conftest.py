@@ -39,6 +39,19 @@ def benchmark_dir(real_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def chr20_slice(tmp_path_factory, genome_dir: Path) -> tuple[Path, str]:
+    """A FASTA of 600 kbp of the real chr20 (GRCh37 20:30,000,001-30,600,000, no N; record '20' as the genome
+    names it) and its sequence: the overlap and --exclude-from tests' genome (~900 segments, ~1 s to preprocess)."""
+    import pysam
+
+    with pysam.FastaFile(str(genome_dir / "grch37_chr20.fa.gz")) as fa:
+        seq = fa.fetch("20", 30_000_000, 30_600_000)
+    path = tmp_path_factory.mktemp("chr20") / "chr20_slice.fa"
+    path.write_text(">20\n" + "\n".join(seq[i:i + 60] for i in range(0, len(seq), 60)) + "\n")
+    return path, seq
+
+
+@pytest.fixture(scope="session")
 def hg38_shards(tmp_path_factory, genome_dir: Path) -> Path:
     """Shards + tokenizer made by the real preprocessing stage from the real soft-masked hg38 slice
     (2.3 Mbp non-N): a small vocab and small shards, so that 2 ranks x 2 workers all get shards."""

@@ -15,7 +15,6 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import pysam
 import pytest
 
 from tests.helpers import HG38, all_samples, run_cli
@@ -25,18 +24,13 @@ from tinydnabert.prep.preprocess import PreprocessConfig, run_preprocess
 from tinydnabert.prep.segment import reverse_complement
 from tinydnabert.prep.tokenizer import load_tokenizer
 
-SLICE = (30_000_000, 30_600_000)  # chr20 (GRCh37), no N: 600 kbp
 FLAGS = ["--vocab-size", "256", "--min-frequency", "2", "--samples-per-shard", "128", "--val-fraction", "0.05",
          "--reverse-complement", "--seed", "3", "--workers", "1", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def chr20(tmp_path_factory, genome_dir) -> tuple[Path, str]:
-    with pysam.FastaFile(str(genome_dir / "grch37_chr20.fa.gz")) as fa:
-        seq = fa.fetch("20", *SLICE)
-    path = tmp_path_factory.mktemp("chr20") / "chr20_slice.fa"
-    path.write_text(">20\n" + "\n".join(seq[i:i + 60] for i in range(0, len(seq), 60)) + "\n")
-    return path, seq
+def chr20(chr20_slice) -> tuple[Path, str]:
+    return chr20_slice
 
 
 @pytest.fixture(scope="module")

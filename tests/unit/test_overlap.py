@@ -20,17 +20,10 @@ from tinydnabert.prep.preprocess import PreprocessConfig, run_preprocess
 from tinydnabert.prep.segment import reverse_complement
 from tinydnabert.prep.tokenizer import load_tokenizer
 
-SLICE = (30_000_000, 30_600_000)  # chr20 (GRCh37), no N: 600 kbp, ~900 segments, ~1 s to preprocess
-
 
 @pytest.fixture(scope="module")
-def chr20(tmp_path_factory, genome_dir) -> tuple[Path, str]:
-    """A FASTA of 600 kbp of the real chr20, record '20' as the genome names it, and its sequence."""
-    with pysam.FastaFile(str(genome_dir / "grch37_chr20.fa.gz")) as fa:
-        seq = fa.fetch("20", *SLICE)
-    path = tmp_path_factory.mktemp("chr20") / "chr20_slice.fa"
-    path.write_text(">20\n" + "\n".join(seq[i:i + 60] for i in range(0, len(seq), 60)) + "\n")
-    return path, seq
+def chr20(chr20_slice) -> tuple[Path, str]:
+    return chr20_slice
 
 
 @pytest.fixture(scope="module")
