@@ -56,3 +56,16 @@ def test_rows_say_their_protocol_pair_by_id_and_mark_indicative_sota():
     assert "| gue/prom_300_tata | finetune | 0.450 ± 0.020 |" in md and "% of SOTA* on average (indicative)" in md
     assert "only `--protocol nt-cv` rows of NT tasks" in md and "With paired 95% intervals over 2 seed(s)" in md
     assert report.summarize([cv, ft]).keys() == {"nt-cv", "finetune"}
+    s = report.summarize([cv, ft])
+    assert "mean_pct_of_sota_indicative" in s["finetune"] and "mean_pct_of_sota_comparable" not in s["finetune"]
+    assert "mean_pct_of_sota_comparable" in s["nt-cv"]
+
+
+def test_a_skipped_task_counts_under_the_protocol_it_was_skipped_in():
+    nt = get_task("nt_revised/promoter_tata")
+    folds = {f"fold {k}": 0.5 + 0.01 * k for k in range(3)}
+    cv = report.compare({**report.task_row(nt), "protocol": "nt-cv"}, _results(folds), _results(folds), nt)
+    skipped = {**report.task_row(get_task("nt_revised/H3K4me3")), "protocol": "nt-cv", "status": "skipped",
+               "reason": "hub unreachable"}
+    s = report.summarize([cv, skipped])
+    assert s.keys() == {"nt-cv"} and (s["nt-cv"]["tasks_done"], s["nt-cv"]["tasks_skipped"]) == (1, 1)

@@ -221,7 +221,8 @@ def run(b: BenchmarkConfig) -> dict[str, Any]:
         reason = check.why_not(task)
         if reason is not None:
             print(f"[skip] {task.name}: {reason}", flush=True)
-            rows.append({**row, "status": "skipped", "reason": reason})
+            # one row per protocol, like a task that ran: a reader filtering by protocol still sees it skipped
+            rows += [{**row, "protocol": protocol, "status": "skipped", "reason": reason} for protocol in b.protocols]
             continue
         rows += task_rows(b, task, row)
     if b.pretraining_shards:
