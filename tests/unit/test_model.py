@@ -16,7 +16,7 @@ from tinydnabert.pretrain.model import (
     build_model,
     count_parameters,
     flops_per_token,
-    roberta_config,
+    hf_config,
 )
 
 
@@ -33,7 +33,7 @@ def test_special_ids_come_from_the_tokenizer(hg38_shards):
 
     tok = load_tokenizer(hg38_shards)
     cfg = ModelConfig.tiny().with_tokenizer(tok)
-    rc = roberta_config(cfg)
+    rc = hf_config(cfg)
     assert (rc.pad_token_id, rc.bos_token_id, rc.eos_token_id) == (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
     assert (rc.pad_token_id, rc.bos_token_id, rc.eos_token_id) == (1, 0, 2)
     assert rc.vocab_size == len(tok) == 256
@@ -67,10 +67,11 @@ def test_model_module_runs_without_deepspeed():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+@pytest.mark.parametrize("arch", ["roberta", "modernbert"])
 @pytest.mark.parametrize("select_masked", [True, False])  # the CPU path and the accelerator path
-def test_objective_equals_hf_masked_lm_loss(select_masked):
+def test_objective_equals_hf_masked_lm_loss(select_masked, arch):
     torch.manual_seed(0)
-    net = build_model(ModelConfig.tiny(vocab_size=64)).eval()
+    net = build_model(ModelConfig.tiny(vocab_size=64, arch=arch)).eval()
     obj = MaskedLMObjective(net, select_masked=select_masked)
     x = torch.randint(5, 64, (3, 32))
     labels = torch.full_like(x, -100)
@@ -82,6 +83,39 @@ def test_objective_equals_hf_masked_lm_loss(select_masked):
     acc = ((ref.logits.argmax(-1) == labels) & (labels != -100)).sum()
     assert torch.allclose(loss, ref.loss, atol=1e-5)
     assert int(n_masked) == int(pick.sum()) > 0 and int(n_correct) == int(acc)
+
+
+def test_modernbert_is_transformers_own_class_with_our_special_ids(hg38_shards):
+    from transformers import ModernBertForMaskedLM
+
+    from tinydnabert.prep.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(hg38_shards)
+    cfg = ModelConfig.tiny(arch="modernbert").with_tokenizer(tok)
+    model = build_model(cfg)
+    assert type(model) is ModernBertForMaskedLM and model.config._attn_implementation == "sdpa"
+    c = model.config
+    assert (c.pad_token_id, c.bos_token_id, c.eos_token_id, c.cls_token_id, c.sep_token_id) == (1, 0, 2, 0, 2)
+    assert model.model.embeddings.tok_embeddings.padding_idx == tok.pad_token_id
+    # tied decoder, counted once; GeGLU at 2/3 of RoBERTa's width gives about RoBERTa's layer parameters
+    # (ModernBERT has no position table: the whole model is 514 * hidden smaller)
+    assert model.decoder.weight.data_ptr() == model.model.embeddings.tok_embeddings.weight.data_ptr()
+    ref = build_model(ModelConfig.tiny(vocab_size=256)).roberta.encoder.layer
+    mb = build_model(ModelConfig.tiny(vocab_size=256, arch="modernbert", intermediate_size=85)).model.layers
+    assert abs(count_parameters(mb) - count_parameters(ref)) / count_parameters(ref) < 0.05
+    # rotary positions start at 0: the whole table is usable, RoBERTa loses pad_id + 1
+    assert cfg.max_tokens == 514 and ModelConfig.tiny().max_tokens == 512
+
+
+def test_flops_per_token_count_the_geglu_input_twice():
+    mb, rb = ModelConfig(arch="modernbert", intermediate_size=1365), ModelConfig(intermediate_size=2048)
+    h, n = 512, 6
+    assert flops_per_token(mb, 512) - flops_per_token(rb, 512) == 6 * n * h * (3 * 1365 - 2 * 2048)
+
+
+def test_unknown_arch_is_refused():
+    with pytest.raises(InputError, match="arch 'gpt' is not one of roberta, modernbert"):
+        ModelConfig(arch="gpt")
 
 
 def test_flops_per_token_reference():

@@ -140,10 +140,10 @@ def encoder_spec(model: str, scratch_from: str | None, model_dir: Path, **config
                  "architecture_from": f"config.json of {model_dir}"})
         return EncoderSpec(config, tok, model_dir, info)
     from tinydnabert.prep.tokenizer import load_tokenizer
-    from tinydnabert.pretrain.model import ModelConfig, roberta_config
+    from tinydnabert.pretrain.model import ModelConfig, hf_config
 
     tok = load_tokenizer(model_dir)
-    config = roberta_config(ModelConfig().with_tokenizer(tok))
+    config = hf_config(ModelConfig().with_tokenizer(tok))
     for k, v in config_kw.items():
         setattr(config, k, v)
     return EncoderSpec(config, tok, model_dir, {"kind": "scratch", "path": str(model_dir), "given": scratch_from,
@@ -158,13 +158,18 @@ def build_encoder(spec: EncoderSpec, seed: int, device):
 
     if spec.pretrained:
         try:
-            model = AutoModel.from_pretrained(str(spec.path), add_pooling_layer=False)
+            model = AutoModel.from_pretrained(str(spec.path), **_no_pooler(spec.config))
         except Exception as e:  # noqa: BLE001 - any load failure: the directory is not what we expect
             raise InputError(f"{spec.path}: could not load the encoder ({type(e).__name__}: {e})") from e
     else:
         torch.manual_seed(seed)
-        model = AutoModel.from_config(spec.config, add_pooling_layer=False)
+        model = AutoModel.from_config(spec.config, **_no_pooler(spec.config))
     return model.to(device).eval()
+
+
+def _no_pooler(config) -> dict[str, Any]:
+    """AutoModel kwargs that drop the pooler: BERT-family encoders have one (unused here), ModernBERT has none."""
+    return {"add_pooling_layer": False} if config.model_type in ROBERTA_FAMILY + ("bert",) else {}
 
 
 def load_encoder(model_dir: str | Path, device):

@@ -292,14 +292,13 @@ class MaskedLM:
         self.device = next(model.parameters()).device
         self.amp = autocast_for(self.device, bf16)
         self.base = getattr(model, model.base_model_prefix, None)
-        self.head = getattr(model, "lm_head", None)  # RoBERTa's; BERT's is `cls`
-        if self.head is None:
-            self.head = getattr(model, "cls", None)
         self.passes = 0
 
     def log_probs(self, keys: list[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray]:
         """{masked ids: float32 [masked positions, vocab] log-probabilities}, one forward row per distinct key."""
         import torch
+
+        from tinydnabert.pretrain.model import mlm_logits
 
         order = sorted(set(keys), key=len)
         out: dict[tuple[int, ...], np.ndarray] = {}
@@ -312,9 +311,9 @@ class MaskedLM:
                 x = x.to(self.device)
                 att = (x != self.pad_id).long()
                 masked = x == self.mask_id                   # [B, T]
-                if self.base is not None and self.head is not None:
+                if self.base is not None:
                     h = self.base(input_ids=x, attention_mask=att)[0]   # [B, T, H]
-                    logits = self.head(h[masked])                      # [masked, V]
+                    logits = mlm_logits(self.model, h[masked])         # [masked, V]
                 else:
                     logits = self.model(input_ids=x, attention_mask=att).logits[masked]
                 lp = logits.float().log_softmax(-1).cpu().numpy()

@@ -3,7 +3,8 @@
     tinydnabert export RUN OUT                          # the latest complete checkpoint of a run
     tinydnabert export RUN/checkpoints/step00010000 OUT
 
-OUT holds model.safetensors (fp32), config.json (RobertaForMaskedLM, SDPA) and the tokenizer files, so
+OUT holds model.safetensors (fp32), config.json (RobertaForMaskedLM or ModernBertForMaskedLM, SDPA) and the
+tokenizer files, so
 
     AutoModelForMaskedLM.from_pretrained(OUT); AutoTokenizer.from_pretrained(OUT)
 
@@ -25,7 +26,7 @@ from tinydnabert.console import print0
 from tinydnabert.errors import InputError
 from tinydnabert.io import atomic_output_dir
 from tinydnabert.pretrain import checkpoint
-from tinydnabert.pretrain.model import ModelConfig, build_model
+from tinydnabert.pretrain.model import ARCHS, ModelConfig, build_model
 
 
 def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -41,7 +42,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, overwrite
     model = build_model(model_cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     # The decoder weight is tied to the word embeddings; DeepSpeed may save it under both names or one.
-    missing = [k for k in missing if k != "lm_head.decoder.weight"]
+    missing = [k for k in missing if k not in ("lm_head.decoder.weight", "decoder.weight")]
     if missing or unexpected:
         raise InputError(f"{ckpt / checkpoint.MODEL_STATES}: weights do not match the saved model config "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
@@ -67,7 +68,8 @@ _SHAPE = {"vocab_size": None, "hidden_size": "--hidden-size", "num_hidden_layers
 
 def load_init_weights(model_dir: str | Path, model_cfg: ModelConfig, tokenizer) -> tuple[dict, dict]:
     """(state dict, provenance) of an HF masked-LM directory to start pretraining from (--init-from): an export
-    of ours or any RobertaForMaskedLM of the same shape whose tokenizer is the shards' tokenizer.
+    of ours or any RobertaForMaskedLM / ModernBertForMaskedLM of this launch's --arch and shape whose tokenizer is
+    the shards' tokenizer.
 
     The vocabulary is compared token by token, not the tokenizer.json bytes: a directory saved elsewhere
     serialises the same BPE differently, and what must agree is which id means which token."""
@@ -84,8 +86,10 @@ def load_init_weights(model_dir: str | Path, model_cfg: ModelConfig, tokenizer) 
         theirs = AutoTokenizer.from_pretrained(str(d))
     except Exception as e:  # noqa: BLE001 - any load failure: the directory is not what we expect
         raise InputError(f"--init-from {d}: cannot load its config or tokenizer ({type(e).__name__}: {e})") from e
-    if hf_cfg.model_type != "roberta":
-        raise InputError(f"--init-from {d}: a {hf_cfg.model_type!r} model; tinydnabert pretrains RoBERTa")
+    if hf_cfg.model_type != model_cfg.arch:
+        raise InputError(f"--init-from {d}: a {hf_cfg.model_type!r} model, this launch pretrains {model_cfg.arch!r}; "
+                         f"launch with --arch {hf_cfg.model_type}" if hf_cfg.model_type in ARCHS else
+                         f"--init-from {d}: a {hf_cfg.model_type!r} model; tinydnabert pretrains {', '.join(ARCHS)}")
     if theirs.get_vocab() != tokenizer.get_vocab():
         diff = len(set(theirs.get_vocab().items()) ^ set(tokenizer.get_vocab().items()))
         raise InputError(f"--init-from {d}: its tokenizer is not the shards' tokenizer ({diff} vocabulary entries "

@@ -1,4 +1,11 @@
-"""The model: a RoBERTa masked-LM built from one validated config. No DeepSpeed, ranks, logging or paths.
+"""The model: a transformers masked-LM built from one validated config. No DeepSpeed, ranks, logging or paths.
+
+Two architectures, both transformers' own classes (no model code here beyond configuration), so an export
+loads with AutoModelForMaskedLM / AutoModelForSequenceClassification and nothing of ours:
+  * arch="roberta" (the reference): learned absolute positions, post-norm, GELU MLP;
+  * arch="modernbert": transformers' ModernBertForMaskedLM — rotary positions, pre-norm, GeGLU MLP (its
+    `intermediate_size` is the GLU's width: 2/3 of RoBERTa's gives the same parameters), bias-free linears,
+    every third layer global attention and the others a 128-token sliding window (ModernBERT's defaults).
 
 Reference TinyDNABERT: hidden 512, 6 layers, 8 heads, intermediate 2048, max positions 514 (512 tokens +
 RoBERTa's position offset pad_id + 1 = 2), vocab 1024, type_vocab_size 2 -> exactly 19,968,512 parameters
@@ -31,13 +38,17 @@ from tinydnabert.errors import InputError
 from tinydnabert.formats import BOS_ID, EOS_ID, IGNORE_INDEX, PAD_ID
 
 REFERENCE_PARAMETERS = 19_968_512
+ARCHS = ("roberta", "modernbert")
 
 
 @dataclass
 class ModelConfig:
-    """RoBERTa shape. Defaults are the reference TinyDNABERT; vocab size and special ids are taken
+    """Architecture and shape. Defaults are the reference TinyDNABERT; vocab size and special ids are taken
     from the tokenizer at training time (`with_tokenizer`), so they have no command-line flags."""
 
+    arch: str = field(default="roberta", metadata={
+        "help": "roberta (the reference TinyDNABERT) or modernbert (transformers' ModernBERT: rotary, pre-norm, "
+                "GeGLU; see docs/recipes.md)", "choices": list(ARCHS)})
     hidden_size: int = field(default=512, metadata={"help": "model width"})
     num_hidden_layers: int = field(default=6, metadata={"help": "transformer layers"})
     num_attention_heads: int = field(default=8, metadata={"help": "attention heads (must divide hidden size)"})
@@ -54,6 +65,8 @@ class ModelConfig:
     eos_token_id: int = field(default=EOS_ID, metadata={"help": "</s> id (from the tokenizer)", "cli": False})
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise InputError(f"model config: arch {self.arch!r} is not one of {', '.join(ARCHS)}")
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "max_position_embeddings", "type_vocab_size", "vocab_size"):
             if getattr(self, name) < 1:
@@ -74,7 +87,10 @@ class ModelConfig:
 
     @property
     def max_tokens(self) -> int:
-        """Longest input the position table allows: RoBERTa positions start at pad_id + 1."""
+        """Longest input the position table allows: RoBERTa positions start at pad_id + 1; ModernBERT's
+        rotary positions start at 0."""
+        if self.arch == "modernbert":
+            return self.max_position_embeddings
         return self.max_position_embeddings - self.pad_token_id - 1
 
     @classmethod
@@ -98,30 +114,61 @@ class ModelConfig:
                                    bos_token_id=ids["bos"], eos_token_id=ids["eos"])
 
 
-def roberta_config(cfg: ModelConfig):
-    """The transformers RobertaConfig for `cfg` (SDPA attention)."""
-    from transformers import RobertaConfig
+def hf_config(cfg: ModelConfig):
+    """The transformers config for `cfg` (SDPA attention): RobertaConfig or ModernBertConfig."""
+    if cfg.arch == "modernbert":
+        from transformers import ModernBertConfig
 
-    rc = RobertaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
-        num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
-        hidden_dropout_prob=cfg.hidden_dropout_prob, attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
-        pad_token_id=cfg.pad_token_id, bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
-        tie_word_embeddings=True,
-    )
+        hc = ModernBertConfig(
+            vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
+            num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=cfg.max_position_embeddings,
+            # The reference's two dropouts mapped onto ModernBERT's three, so an arm differs in architecture only.
+            embedding_dropout=cfg.hidden_dropout_prob, mlp_dropout=cfg.hidden_dropout_prob,
+            attention_dropout=cfg.attention_probs_dropout_prob,
+            pad_token_id=cfg.pad_token_id, bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
+            cls_token_id=cfg.bos_token_id, sep_token_id=cfg.eos_token_id, tie_word_embeddings=True,
+        )
+    else:
+        from transformers import RobertaConfig
+
+        hc = RobertaConfig(
+            vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
+            num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
+            hidden_dropout_prob=cfg.hidden_dropout_prob,
+            attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
+            pad_token_id=cfg.pad_token_id, bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
+            tie_word_embeddings=True,
+        )
     # SDPA picks flash / memory-efficient kernels on GPU and a fused kernel on CPU; it is also what the
     # export's config.json records, so a plain `from_pretrained` runs the same attention.
-    rc._attn_implementation = "sdpa"
-    return rc
+    hc._attn_implementation = "sdpa"
+    return hc
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """A freshly initialised transformers.RobertaForMaskedLM (HF's init, seeded by the caller)."""
-    from transformers import RobertaForMaskedLM
+    """A freshly initialised transformers masked LM (RobertaForMaskedLM or ModernBertForMaskedLM; HF's init,
+    seeded by the caller)."""
+    from transformers import ModernBertForMaskedLM, RobertaForMaskedLM
 
-    model = RobertaForMaskedLM(roberta_config(cfg))
-    return model
+    cls = ModernBertForMaskedLM if cfg.arch == "modernbert" else RobertaForMaskedLM
+    return cls(hf_config(cfg))
+
+
+def encoder_of(net: nn.Module) -> nn.Module:
+    """The bare encoder of a transformers masked LM (RoBERTa's `.roberta`, ModernBERT's `.model`)."""
+    return getattr(net, net.base_model_prefix)
+
+
+def mlm_logits(net: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The masked-LM head of `net` on encoder outputs `hidden` [..., H] -> logits [..., V]: RoBERTa's
+    `lm_head`, ModernBERT's `head` + `decoder`, BERT's `cls`."""
+    if hasattr(net, "lm_head"):
+        return net.lm_head(hidden)
+    if hasattr(net, "decoder") and hasattr(net, "head"):
+        return net.decoder(net.head(hidden))
+    return net.cls(hidden)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -138,7 +185,9 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     a plain HF forward. Reference model at 512 tokens: 6 * 20.0 M + 12*6*512*512 = 1.39e8 FLOPs/token.
     """
     h, i, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    per_layer = 4 * h * h + 2 * h * i
+    # ModernBERT's GeGLU has an input matrix twice as wide (value and gate); its sliding-window layers
+    # attend over <= 128 keys, counted as full here (exact at the CPU recipes' 128-token rows).
+    per_layer = 4 * h * h + (3 if cfg.arch == "modernbert" else 2) * h * i
     head = h * h + h * cfg.vocab_size
     return 6.0 * (n * per_layer + head) + 12.0 * n * h * seq_len
 
@@ -149,7 +198,7 @@ class MaskedLMObjective(nn.Module):
     forward(input_ids [B, L], labels [B, L] (-100 = not masked), attention_mask [B, L] or None)
       -> (loss: mean cross-entropy over masked tokens, n_correct, n_masked) — the last two as 0-dim
          tensors so callers can sum them without a device sync.
-    The wrapped `net` is a plain RobertaForMaskedLM; exporting it needs nothing from this class.
+    The wrapped `net` is a plain transformers masked LM (build_model); exporting it needs nothing from this class.
 
     Where the LM head runs (the head is ~4 % of the reference model's FLOPs, but its fp32 logits are
     B*L*V*4 bytes = 256 MiB per 128 x 512 micro-batch at V = 1024, written and read again by the loss):
@@ -171,7 +220,7 @@ class MaskedLMObjective(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        hidden = self.net.roberta(input_ids=input_ids, attention_mask=attention_mask)[0]  # [B, L, H]
+        hidden = encoder_of(self.net)(input_ids=input_ids, attention_mask=attention_mask)[0]  # [B, L, H]
         if self.masked_per_row:
             hidden, target = select_fixed(hidden, labels, self.masked_per_row)            # [B*N, H], [B*N]
         else:
@@ -184,7 +233,7 @@ class MaskedLMObjective(nn.Module):
                 # reference).
                 idx = (target != IGNORE_INDEX).nonzero(as_tuple=True)[0]                         # [M]
                 hidden, target = hidden.index_select(0, idx), target.index_select(0, idx)
-        logits = self.net.lm_head(hidden)                                                # [rows, V]
+        logits = mlm_logits(self.net, hidden)                                            # [rows, V]
         loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
         valid = target != IGNORE_INDEX
         n_correct = ((logits.argmax(-1) == target) & valid).sum()
