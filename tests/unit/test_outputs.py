@@ -114,3 +114,23 @@ def test_free_port_is_bindable():
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_cpu_threads_follow_the_cores_this_process_may_use(monkeypatch):
+    """Under taskset / a container cpuset, one thread per *allowed* core (two on one core spin against each other)."""
+    import torch
+
+    from tinydnabert.pretrain import distributed
+
+    got = []
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_SIZE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch, "set_num_threads", got.append)
+    monkeypatch.setattr(distributed.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(distributed.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    distributed.set_cpu_threads()
+    monkeypatch.setattr(distributed.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setenv("LOCAL_SIZE", "2")
+    distributed.set_cpu_threads()
+    assert got == [1, 2]

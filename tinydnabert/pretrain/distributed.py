@@ -95,7 +95,10 @@ def set_cpu_threads() -> None:
     step with 1 thread, 7 s with 2 while another job ran). OMP_NUM_THREADS overrides this."""
     if torch.cuda.is_available() or "OMP_NUM_THREADS" in os.environ:
         return
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_SIZE", "1"))))
+    # The cores this process may run on (taskset, a container's cpuset), not the host's: cpu_count() would
+    # give 2 threads on 1 allowed core, and they spin against each other.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_SIZE", "1"))))
 
 
 def seed_rank(seed: int, global_rank: int) -> None:
