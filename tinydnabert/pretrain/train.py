@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import os
 import platform
 import sys
@@ -31,8 +32,9 @@ from tinydnabert.config import add_dataclass_args, config_to_dict, dataclass_fro
 from tinydnabert.console import is_rank0, print0, rank
 from tinydnabert.errors import InputError
 from tinydnabert.io import OutputLock, atomic_write_json
-from tinydnabert.pretrain import checkpoint, distributed, ds_config, metrics, rundir
+from tinydnabert.pretrain import checkpoint, distributed, ds_config, metrics, recipes, rundir
 from tinydnabert.pretrain.model import MaskedLMObjective, ModelConfig, build_model, count_parameters, flops_per_token
+from tinydnabert.pretrain.recipes import RECIPES
 
 
 @dataclass
@@ -69,6 +71,9 @@ class PretrainConfig:
     log_rows: bool = field(default=False, metadata={
         "help": "debug: append step, slot and a checksum of every micro-batch's rows to RUN/rows/rankNNNNN.tsv "
                 "(a sha1 of each micro-batch on the host; tests compare runs on different world sizes with it)"})
+    recipe: str = field(default="", metadata={
+        "help": "a named recipe's model/data settings (tinydnabert/pretrain/recipes.py, docs/recipes.md): "
+                f"{', '.join(RECIPES)}; a model/data flag given with another value wins over it"})
     resume: str = field(default="", metadata={"help": "checkpoint to resume", "cli": False})
 
     def __post_init__(self) -> None:
@@ -86,6 +91,9 @@ class PretrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.peak_tflops < 0:
             raise InputError(f"--peak-tflops must be >= 0, got {self.peak_tflops}")
+        if self.recipe and self.recipe not in RECIPES:
+            raise InputError(f"--recipe {self.recipe!r}: not a recipe; choose one of {', '.join(RECIPES)} "
+                             "(docs/recipes.md)")
 
 
 @dataclass
@@ -184,8 +192,9 @@ def setup(cfg: PretrainConfig, model_cfg: ModelConfig, ds_path: str, data_cfg: A
     tokenizer_dir = srcs[0].local / TOKENIZER_DIR
     model_cfg = model_cfg.with_tokenizer(load_tokenizer(tokenizer_dir))
     if data_cfg.seq_len > model_cfg.max_tokens:
+        offset = model_cfg.max_position_embeddings - model_cfg.max_tokens  # RoBERTa's pad_id + 1; ModernBERT's 0
         raise InputError(f"--seq-len {data_cfg.seq_len} exceeds the model's {model_cfg.max_tokens} positions; "
-                         f"raise --max-position-embeddings to {data_cfg.seq_len + model_cfg.pad_token_id + 1}")
+                         f"raise --max-position-embeddings to {data_cfg.seq_len + offset}")
     ckpt_root = run_dir / checkpoint.CHECKPOINTS
     resume_from = None
     if cfg.resume:
@@ -272,14 +281,24 @@ def resume(run: Run) -> TrainState:
         print0(f"resuming a {marker.world_size}-rank checkpoint on {engine.world_size} ranks: same global batch "
                f"and rows per step, optimizer state re-partitioned")
     if marker.model_config != config_to_dict(run.model_cfg):
+        saved = run_recipe_of(run.run_dir)
+        hint = f" and --recipe {saved}" if saved else ""
         raise InputError(f"{where}: saved model config {marker.model_config} differs from this "
-                         f"launch's {config_to_dict(run.model_cfg)}; resume with the same model flags")
+                         f"launch's {config_to_dict(run.model_cfg)}; resume with the same model flags{hint}")
     _, client = checkpoint.load(engine, where)
     run.train_loader.load_state_dict(client["data"])  # refuses a differently-defined data stream
     state = TrainState(step=client["step"], tokens_seen=client["tokens_seen"], last_saved=client["step"])
     print0(f"resumed from {where} at step {state.step} ({state.tokens_seen:,} tokens, "
            f"{run.train_loader.batches_consumed} micro-batches per rank)")
     return state
+
+
+def run_recipe_of(run_dir: Path) -> str:
+    """The --recipe a run directory was started with ("" if none or unreadable): for the resume error's hint."""
+    try:
+        return json.loads((run_dir / "config.json").read_text())["pretrain"].get("recipe", "")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def announce(run: Run, state: TrainState, peak: float, peak_src: str) -> None:
@@ -549,14 +568,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     deepspeed.add_config_arguments(parser)
 
 
-def main(args: argparse.Namespace) -> int:
+def configs_from_args(args: argparse.Namespace) -> tuple[PretrainConfig, ModelConfig, Any]:
+    """(run, model, data) configs of the command line, a --recipe filled in where a flag kept its default."""
     from tinydnabert.pretrain.data import DataConfig
 
-    if not getattr(args, "deepspeed_config", None):
-        raise InputError(f"--deepspeed_config is required (ds_configs/{ds_config.GPU_CONFIG} on GPU, "
-                         f"ds_configs/{ds_config.CPU_CONFIG} on CPU)")
     cfg = dataclass_from_args(PretrainConfig, args)
     model_cfg = dataclass_from_args(ModelConfig, args)
     data_cfg = dataclass_from_args(DataConfig, args, seed=cfg.seed)
+    if cfg.recipe:
+        model_cfg, data_cfg = recipes.apply(cfg.recipe, model_cfg, data_cfg)
+    return cfg, model_cfg, data_cfg
+
+
+def main(args: argparse.Namespace) -> int:
+    if not getattr(args, "deepspeed_config", None):
+        raise InputError(f"--deepspeed_config is required (ds_configs/{ds_config.GPU_CONFIG} on GPU, "
+                         f"ds_configs/{ds_config.CPU_CONFIG} on CPU)")
+    cfg, model_cfg, data_cfg = configs_from_args(args)
     pretrain(cfg, model_cfg, args.deepspeed_config, data_cfg)
     return 0
