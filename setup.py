@@ -11,9 +11,10 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["tinydnabert", "tinydnabert.*"]),
     # Data the package reads at run time travels inside it: the DeepSpeed configs and the launcher scripts
-    # (the checkout's top-level ds_configs/ and launch/ are links to these folders), the published scores.
-    package_data={"tinydnabert": ["published/*.csv", "published/*.md", "pretrain/ds_configs/*.json",
-                                  "app/launch/*.py"]},
+    # (the checkout's top-level ds_configs/ and launch/ are links to these folders), the published scores and
+    # expected validation curves.
+    package_data={"tinydnabert": ["published/*.csv", "published/*.md", "published/*.json",
+                                  "pretrain/ds_configs/*.json", "app/launch/*.py"]},
     install_requires=[
         # torch: install the build for your machine FIRST (README step 1). An unpinned
         # `torch` here would let pip pull a multi-GB CUDA wheel onto a CPU-only box.

@@ -6,7 +6,9 @@
 Panels (each drawn only when the run logged it): loss (train/loss and val/loss), val/mlm_accuracy,
 the learning-rate schedule (train/lr), gradient norm (train/grad_norm), and throughput
 (perf/tokens_per_sec, with the median perf/mfu in its title). The x axis is the optimizer step, the
-training loop's only clock.
+training loop's only clock. Where a shipped recipe's expected validation curve matches the run
+(app/expected.py), it is drawn on the loss panel and `main` prints a one-line verdict: on the curve, above
+it, below it, or diverging.
 
 Reading uses tensorboard's EventAccumulator on every directory under RUN/tensorboard that holds
 event files. A resumed run appends a second events file; where two files log the same tag at the
@@ -21,6 +23,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tinydnabert.app import expected
 from tinydnabert.config import add_dataclass_args, dataclass_from_args
 from tinydnabert.console import print0
 from tinydnabert.errors import InputError
@@ -99,6 +102,7 @@ def plot_run(cfg: PlotConfig) -> Path:
     import matplotlib.pyplot as plt
 
     scalars = read_scalars(cfg.run)
+    curve, differs, tokens_per_step = expected_curve(cfg.run)
     panels = [p for p in PANELS if any(tag in scalars for tag, _ in p[2])]
     if not panels:
         raise InputError(f"{cfg.run}: the TensorBoard logs hold none of "
@@ -123,6 +127,10 @@ def plot_run(cfg: PlotConfig) -> Path:
             else:
                 style = dict(marker="o", ms=3.5) if tag.startswith("val/") or not many else {}
                 ax.plot(steps, values, lw=1.6, label=label, color="C1" if tag.startswith("val/") else "C0", **style)
+        if title == "MLM loss" and curve is not None:
+            pts = sorted(curve["points"])
+            ax.plot([t / tokens_per_step for t, _ in pts], [v for _, v in pts], color="grey", ls="--", lw=1.2,
+                    label=f"expected ({curve['name']}{', indicative' if differs else ''})")
         if title == "Throughput":
             ax.set_ylim(bottom=0)  # from zero, so step-to-step jitter does not look like a collapse
             if MFU_TAG in scalars:
@@ -158,6 +166,25 @@ def plot_run(cfg: PlotConfig) -> Path:
     return out
 
 
+def expected_curve(run: str | os.PathLike) -> tuple[dict | None, list[str], int]:
+    """(the shipped curve matching the run's recipe or the closest one, the settings that differ, tokens per
+    step); (None, [], 0) for a bare TensorBoard directory (no config.json / ds_config.json)."""
+    recipe = expected.run_recipe(Path(run))
+    if recipe is None or not recipe.get("train_batch_size") or not recipe.get("seq_len"):
+        return None, [], 0
+    curve, differs = expected.match(recipe, expected.load_curves(), expected.run_data(Path(run)))
+    return curve, differs, recipe["train_batch_size"] * recipe["seq_len"]
+
+
+def health(run: str | os.PathLike) -> str:
+    """The one-line verdict of the run's validation loss against its expected curve."""
+    curve, differs, tokens_per_step = expected_curve(run)
+    if not tokens_per_step:
+        return "expected curve: no config.json / ds_config.json here (a bare TensorBoard directory): not checked"
+    steps, values = read_scalars(run).get("val/loss", ([], []))
+    return expected.verdict(steps, values, tokens_per_step, curve, differs)
+
+
 def tensorboard_command(run: str | os.PathLike) -> str:
     """The command that opens this run in TensorBoard."""
     run = Path(run)
@@ -173,5 +200,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = dataclass_from_args(PlotConfig, args)
     out = plot_run(cfg)
-    print0(f"wrote {out}\ninteractive: {tensorboard_command(cfg.run)}")
+    print0(f"wrote {out}\n{health(cfg.run)}\ninteractive: {tensorboard_command(cfg.run)}")
     return 0
