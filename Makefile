@@ -12,7 +12,7 @@ install:
 	@if [ -n "$(TORCH)" ]; then $(PYTHON) -m pip install --quiet "$(TORCH)"; fi
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 
-# The whole pipeline on the real genome: preprocess -> pretrain -> export -> fine-tune -> results (~10 min, 2 CPU cores).
+# The whole pipeline on the real genome: preprocess -> pretrain -> export -> probe -> results (~5 min, 2 CPU cores).
 demo: install
 	$(PYTHON) -m tinydnabert quickstart $(ARGS)
 

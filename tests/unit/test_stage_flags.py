@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 
 import pytest
 
 from tinydnabert.app import quickstart as qs
-from tinydnabert.config import dataclass_from_args, to_flags
+from tinydnabert.config import to_flags
 
 
 @dataclasses.dataclass
@@ -61,21 +62,25 @@ def test_preprocess_command_parses_into_the_preset(quickstart):
 
 def test_pretrain_command_parses_into_the_preset(quickstart):
     from tinydnabert.pretrain import train
-    from tinydnabert.pretrain.data import DataConfig
-    from tinydnabert.pretrain.model import ModelConfig
 
     cmd = quickstart.cmd_pretrain(port=12345)
     script = next(c for c in cmd if c.endswith("pretrain.py"))
     args = _parse(train, _after(cmd, script))
-    cfg = dataclass_from_args(train.PretrainConfig, args)
-    data = dataclass_from_args(DataConfig, args, seed=cfg.seed)
-    model = dataclass_from_args(ModelConfig, args)
+    cfg, model, data = train.configs_from_args(args)  # what the launcher builds, the recipe filled in
     p = quickstart.preset
     assert (cfg.max_steps, cfg.log_interval, cfg.eval_interval, cfg.seed, cfg.export) == (
         p.pretrain_steps, p.log_interval, p.eval_interval, 7, False)
     assert (data.seq_len, data.val_batches, data.num_workers) == (p.seq_len, p.val_batches, 1)
-    assert {k: getattr(model, k) for k in p.model} == p.model
+    assert {k: getattr(model, k) for k in p.model} == p.model and cfg.recipe == p.recipe
+    if p.name == "cpu":  # the recipe benchmarks/recipes.py measured: ModernBERT, GeGLU 344, 15% masking
+        assert (model.arch, model.intermediate_size, data.mlm_probability) == ("modernbert", 344, 0.15)
     assert args.deepspeed_config.endswith("ds_config.json") and "--master_port" in cmd
+    ds = json.loads(quickstart.write_ds_config().read_text())
+    warmup = max(1, p.pretrain_steps // 10)
+    if p.hold_lr:  # the LR held after the warmup, as the recipe was measured
+        assert ds["scheduler"]["type"] == "WarmupLR" and ds["scheduler"]["params"]["warmup_num_steps"] == warmup
+    else:
+        assert ds["scheduler"]["params"]["total_num_steps"] == p.pretrain_steps
 
 
 def test_benchmark_command_parses_into_the_preset(quickstart):
