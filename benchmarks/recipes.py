@@ -279,8 +279,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     budgets = sorted(int(b) for b in a.budgets.split(","))
     names = [n.strip() for n in a.arms.split(",") if n.strip()]
-    if "reference" not in names:
-        names.insert(0, "reference")
+    names = ["reference"] + [n for n in names if n != "reference"]  # first: every arm is compared with it
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
     ref_cfg = model_config(a, REFERENCE, 1024)
     ref_step_flops = flops_per_token(ref_cfg, a.seq_len) * a.batch * a.seq_len
