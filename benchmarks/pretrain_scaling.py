@@ -153,6 +153,13 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_title(protocol, fontsize=10)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Lay out and write `fig` to `path` whole or not at all (a temporary file renamed over it), then close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp)

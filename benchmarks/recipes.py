@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 # The same export and evaluation as the budget curve (a script's own folder is on sys.path: run it as a script).
-from pretrain_scaling import evaluate, export
+from pretrain_scaling import evaluate, export, save_figure
 
 from tinydnabert.eval.common import run_scores
 from tinydnabert.eval.stats import fmt_interval, paired_interval
@@ -265,11 +265,7 @@ def chart(arms: list[dict[str, Any]], target: dict[str, Any], tasks: list[str], 
             ax.set_ylabel("test MCC gain over scratch (95% CI)")
             ax.legend(fontsize=6)
     fig.suptitle("Recipes at equal compute (chr20, paired seeds)", fontsize=10)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def main() -> int:
